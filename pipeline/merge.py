@@ -1,0 +1,70 @@
+"""The streaming merger: weighted accumulation over a bounded band of rows (2D) or slabs (3D).
+
+Patches arrive in the grid's global order (first axis slowest). The merger keeps only
+rows ``[origin, origin + capacity)`` of the padded array: ``aggregate`` adds
+``output * weight`` and ``weight``; ``release(row)`` returns the blended outputs
+(``sum(w * y) / sum(w)``) of rows ``[origin, row)``, which no later patch can touch,
+and slides the window forward. Memory is ``capacity x (rest of the array) x (K + 1)``
+floats, whatever the array's length along the first axis.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class StreamingMerger:
+    def __init__(
+        self,
+        padded_shape: tuple[int, ...],
+        channels: int,
+        weights: torch.Tensor,
+        origin: int,
+        capacity: int,
+        device: torch.device,
+    ) -> None:
+        self.patch = tuple(weights.shape)
+        self.origin = origin
+        self.capacity = capacity
+        self._weights = weights.to(device=device, dtype=torch.float32)
+        rest = padded_shape[1:]
+        self._values = torch.zeros((channels, capacity, *rest), dtype=torch.float32, device=device)
+        self._weight_sum = torch.zeros((capacity, *rest), dtype=torch.float32, device=device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the accumulation buffers."""
+        return self._values.nbytes + self._weight_sum.nbytes
+
+    def _window(self, position: tuple[int, ...]) -> tuple[slice, ...]:
+        first = position[0] - self.origin
+        if first < 0 or first + self.patch[0] > self.capacity:
+            raise RuntimeError(
+                f"patch at {position} falls outside the buffer rows "
+                f"[{self.origin}, {self.origin + self.capacity})"
+            )
+        return (slice(first, first + self.patch[0]),) + tuple(
+            slice(s, s + p) for s, p in zip(position[1:], self.patch[1:], strict=True)
+        )
+
+    def aggregate(self, values: torch.Tensor, positions: list[tuple[int, ...]]) -> None:
+        """Add a batch ``(B, K, *patch)`` of raw outputs at their patch ``positions``."""
+        for value, position in zip(values, positions, strict=True):
+            window = self._window(position)
+            self._values[(slice(None), *window)] += value * self._weights
+            self._weight_sum[window] += self._weights
+
+    def release(self, row: int) -> torch.Tensor | None:
+        """Blended outputs ``(K, row - origin, ...)`` for the finished rows below ``row``."""
+        count = min(row, self.origin + self.capacity) - self.origin
+        if count <= 0:
+            return None
+        blended = self._values[:, :count] / self._weight_sum[:count]
+        keep = self.capacity - count
+        if keep > 0:
+            self._values[:, :keep] = self._values[:, count:].clone()
+            self._weight_sum[:keep] = self._weight_sum[count:].clone()
+        self._values[:, keep:] = 0
+        self._weight_sum[keep:] = 0
+        self.origin += count
+        return blended

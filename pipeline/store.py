@@ -1,0 +1,79 @@
+"""Zarr layout of a run's intermediates, and the marks that say which output chunks are done.
+
+A workdir holds ``image.zarr`` (the normalised input, ``(C, *spatial)`` float32, with the
+source geometry in its attributes), ``valid.zarr`` (bool, where every band held data;
+absent when all of it did), and ``labels.zarr`` / ``probabilities.zarr`` (the engine's
+outputs). Output chunks are whole rows of chunks along the first axis; ``done/`` holds
+one empty file per finished chunk row, created after that row is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.codecs import BloscCodec
+
+CHUNK_2D = 256
+CHUNK_3D = 64
+
+StoreLike = Store | Path | str
+
+
+def spatial_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunk shape for a spatial array: 256^2 tiles in 2D, 64^3 blocks in 3D, clipped to the shape."""
+    edge = CHUNK_2D if len(shape) == 2 else CHUNK_3D
+    return tuple(min(n, edge) for n in shape)
+
+
+def create_array(
+    store: StoreLike,
+    shape: tuple[int, ...],
+    dtype: Any,
+    chunks: tuple[int, ...],
+    attributes: dict[str, Any] | None = None,
+    fill_value: Any = 0,
+) -> zarr.Array:
+    """A new zarr v3 array (overwriting any at ``store``), zstd-compressed."""
+    return zarr.create_array(
+        store=store,
+        shape=shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"),
+        fill_value=fill_value,
+        attributes=attributes or {},
+        overwrite=True,
+    )
+
+
+def open_array(store: StoreLike) -> zarr.Array:
+    return zarr.open_array(store=store, mode="r+")
+
+
+class DoneMarks:
+    """Which chunk rows of an output are written; in a folder (resumable) or in memory."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self._memory: set[int] = set()
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def is_done(self, row: int) -> bool:
+        if self.folder is None:
+            return row in self._memory
+        return (self.folder / str(row)).exists()
+
+    def mark(self, row: int) -> None:
+        if self.folder is None:
+            self._memory.add(row)
+        else:
+            (self.folder / str(row)).touch()
+
+    def pending(self, rows: Iterable[int]) -> list[int]:
+        return [row for row in rows if not self.is_done(row)]

@@ -1,0 +1,1 @@
+"""Models: the model card schema, network loaders and the bundled cards."""
