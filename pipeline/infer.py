@@ -147,9 +147,13 @@ class ChunkWriter:
 
         self._pending.append(self._pool.submit(write))
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
+        """Wait for pending writes; write the staged tail only when the run reached ``hi``."""
         try:
-            self._flush(final=True)
+            if complete:
+                if self._staged_from + self._staged_rows != self.hi:
+                    raise RuntimeError(f"run ended at row {self._staged_from + self._staged_rows}, not {self.hi}")
+                self._flush(final=True)
             while self._pending:
                 self._pending.popleft().result()
         finally:
@@ -224,6 +228,7 @@ def run_engine(
         probs_np = probs[(slice(None), slice(None), *crop)].cpu().numpy() if probabilities is not None else None
         writer.push(start - pad0, labels_np, probs_np)
 
+    complete = False
     try:
         with torch.inference_mode():
             for chunk in iter_batches(
@@ -252,8 +257,9 @@ def run_engine(
                 stats.batches += 1
                 if progress is not None:
                     progress(stats.patches, stop - first)
+        complete = True
     finally:
-        writer.close()
+        writer.close(complete)
     stats.wall_seconds = time.perf_counter() - started
     return stats
 

@@ -1,0 +1,53 @@
+"""Outputs appear atomically: written under temporary names in the same folder, then renamed.
+
+Several outputs of one run (labels, probabilities) are renamed only after all of them
+are written, so a failure leaves none of them under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.errors import OutputError
+
+
+def check_writable(path: Path) -> None:
+    """Fail early, naming ``path``, when its folder is missing or not writable."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: output folder {folder} is not writable")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, expected a file name")
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that keeps its suffixes (writers pick formats by them)."""
+    return path.with_name(f".partial-{os.getpid()}-{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
+    """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name."""
+    temporaries = [temporary_name(path) for path in paths]
+    try:
+        yield temporaries
+        for temporary in temporaries:
+            with temporary.open("rb+") as handle:
+                os.fsync(handle.fileno())
+        for temporary, path in zip(temporaries, paths, strict=True):
+            os.replace(temporary, path)
+    except OutputError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"{paths[0]}: no space left on device while writing") from None
+        raise OutputError(f"{paths[0]}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)

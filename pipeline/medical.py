@@ -1,0 +1,134 @@
+"""NIfTI volumes in (lazily, reoriented to RAS voxel order); NIfTI out on the source grid.
+
+The output header is the source header with only the data type (and, for
+probabilities, the 4th dimension) changed: affine, qform/sform and their codes are
+copied as stored, never recomputed by nibabel. Data are streamed out slab by slab along
+the last stored axis (NIfTI is Fortran-ordered), so the volume is never held whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO, Any
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import zarr
+from nibabel.filebasedimages import ImageFileError
+from nibabel.orientations import io_orientation
+
+from pipeline.errors import InputError, NotFoundError
+from pipeline.orientation import from_ras, ras_region, to_ras
+from pipeline.source import SourceImage
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SLAB = 16
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _load(path: Path) -> Any:
+    if not path.exists():
+        raise NotFoundError(f"{path}: file not found")
+    try:
+        image = nib.load(path)
+    except (ImageFileError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable NIfTI file ({str(exc).splitlines()[0]})") from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(f"{path}: not a NIfTI-1/2 image")
+    return image
+
+
+def open_nifti(path: Path) -> SourceImage:
+    """A single-channel volume ``(1, I, J, K)`` in RAS voxel order; NaN/inf voxels are invalid."""
+    image = _load(path)
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"{path}: expected a 3-D volume, got shape {shape}")
+    if 0 in shape:
+        raise InputError(f"{path}: volume has a zero-sized axis, shape {shape}")
+    ornt = io_orientation(image.affine)
+    proxy = image.dataobj
+    slab = min(SLAB, shape[2])
+    data = da.from_array(proxy, chunks=(shape[0], shape[1], slab), asarray=True, lock=True, meta=np.empty((0, 0, 0)))
+    if data.ndim == 4:
+        data = data[..., 0]
+    data = to_ras(data.astype(np.float32), ornt)
+    valid = da.isfinite(data) if np.issubdtype(image.get_data_dtype(), np.floating) or _scaled(image) else None
+    attrs = {
+        "source": str(path),
+        "shape": list(shape),
+        "ornt": ornt.tolist(),
+        "affine": image.affine.tolist(),
+        "zooms": [float(z) for z in image.header.get_zooms()[:3]],
+    }
+    return SourceImage(kind="volume", data=data[None], valid=valid, band_names=[None], paths=[path], attrs=attrs)
+
+
+def _scaled(image: Any) -> bool:
+    slope, inter = image.header.get_slope_inter()
+    return slope is not None and (slope != 1 or (inter or 0) != 0)
+
+
+def _output_header(source: Path, dtype: np.dtype[Any], channels: int | None) -> Any:
+    header = _load(source).header.copy()
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"], header["cal_max"] = 0.0, 0.0
+    header["vox_offset"] = 0  # recomputed by write_to for the (unchanged) extensions
+    zooms = tuple(header.get_zooms()[:3])
+    shape = tuple(int(n) for n in header.get_data_shape()[:3])
+    if channels is None:
+        header.set_data_shape(shape)
+        header.set_zooms(zooms)
+    else:
+        header.set_data_shape((*shape, channels))
+        header.set_zooms((*zooms, 1.0))
+    return header
+
+
+def _open_out(path: Path) -> AbstractContextManager[IO[bytes]]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "wb", compresslevel=4)
+    return path.open("wb")
+
+
+def write_nifti(
+    path: Path,
+    array: zarr.Array,
+    attrs: dict[str, Any],
+    dtype: np.dtype[Any],
+    channels: int | None = None,
+    valid: zarr.Array | None = None,
+    invalid_value: float = 0,
+) -> None:
+    """Write ``array`` (RAS order; ``(I, J, K)`` or ``(C, I, J, K)``) in the source's voxel order.
+
+    ``channels`` set means a 4-D ``(X, Y, Z, C)`` output (probabilities). Voxels where
+    ``valid`` is False get ``invalid_value``.
+    """
+    source = Path(attrs["source"])
+    ornt = np.asarray(attrs["ornt"])
+    shape = tuple(attrs["shape"])
+    ras_shape = tuple(array.shape[-3:])
+    header = _output_header(source, dtype, channels)
+    stored_dtype = header.get_data_dtype()  # carries the source header's byte order
+    with _open_out(path) as handle:
+        header.write_to(handle)
+        channel_range = range(channels) if channels is not None else [None]
+        for channel in channel_range:
+            for start in range(0, shape[2], SLAB):
+                stop = min(start + SLAB, shape[2])
+                region = ras_region(ornt, ras_shape, 2, start, stop)
+                block = np.asarray(array[region] if channel is None else array[(channel, *region)])
+                if valid is not None:
+                    block = np.where(np.asarray(valid[region]), block, invalid_value)
+                handle.write(from_ras(block, ornt).astype(stored_dtype).tobytes(order="F"))
+

@@ -1,0 +1,209 @@
+"""One input to one mask: open, match bands, ingest to zarr, run the engine, write outputs.
+
+Everything that can be checked before work starts (card, bands, device, output
+folder) is checked first, so bad input fails fast and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import check_writable
+from pipeline.bands import select_bands
+from pipeline.devices import resolve_device, resolve_precision
+from pipeline.errors import InputError, UsageError
+from pipeline.geo import open_raster
+from pipeline.grid import PatchGrid
+from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
+from pipeline.ingest import ingest
+from pipeline.medical import is_nifti, open_nifti
+from pipeline.normalize import FILL_VALUE
+from pipeline.source import SourceImage
+from pipeline.stitch import write_outputs
+from pipeline.store import DoneMarks, create_array, open_array, spatial_chunks
+from pipeline.workdir import Workdir, fingerprint
+from unet.card import ModelCard
+from unet.loaders import load_network
+
+log = logging.getLogger(__name__)
+
+RASTER_OUTPUTS = (".tif", ".tiff")
+VOLUME_OUTPUTS = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    bands: list[str] | None = None
+    device: str = "auto"
+    batch_size: int = 4
+    patch_size: tuple[int, ...] | None = None
+    overlap: float | None = None
+    precision: str = "auto"
+    probabilities: Path | None = None
+    workdir: Path | None = None
+    resume: bool = True
+
+
+@dataclass
+class SegmentResult:
+    output: Path
+    probabilities: Path | None
+    device: str
+    stats: EngineStats
+    seconds: float
+
+
+def open_source(inputs: list[Path]) -> SourceImage:
+    """Volumes for NIfTI files, rasters for anything else GDAL reads."""
+    if not inputs:
+        raise UsageError("no input given")
+    volumes = [path for path in inputs if is_nifti(path)]
+    if volumes:
+        if len(inputs) != 1:
+            raise UsageError(f"a NIfTI volume is segmented on its own; got {len(inputs)} inputs")
+        return open_nifti(volumes[0])
+    return open_raster(inputs)
+
+
+def _check_output(path: Path, kind: str, option: str) -> None:
+    allowed = RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS
+    if not path.name.lower().endswith(allowed):
+        raise UsageError(f"{option} {path}: a {kind} input needs a {' or '.join(allowed)} output")
+    check_writable(path)
+
+
+def _patch_size(card: ModelCard, requested: tuple[int, ...] | None) -> tuple[int, ...]:
+    if requested is None:
+        return card.patch_size
+    if len(requested) == 1:
+        requested = requested * card.spatial_dims
+    if len(requested) != card.spatial_dims or any(p < 1 for p in requested):
+        raise UsageError(
+            f"--patch-size needs 1 or {card.spatial_dims} positive values for a {card.spatial_dims}D model, "
+            f"got {','.join(map(str, requested))}"
+        )
+    return requested
+
+
+def _check_spacing(source: SourceImage, card: ModelCard) -> None:
+    if card.inputs.spacing is None or source.kind != "volume":
+        return
+    zooms = source.attrs["zooms"]
+    ras_zooms = [zooms[int(np.asarray(source.attrs["ornt"])[:, 0].tolist().index(axis))] for axis in range(3)]
+    if not np.allclose(ras_zooms, card.inputs.spacing, rtol=0.01):
+        raise InputError(
+            f"{source.paths[0]}: voxel spacing {[round(z, 4) for z in ras_zooms]} differs from the card's "
+            f"inputs.spacing {list(card.inputs.spacing)}; resampling is not supported yet"
+        )
+
+
+def segment(
+    inputs: list[Path],
+    card: ModelCard,
+    output: Path,
+    options: SegmentOptions,
+    progress: Progress | None = None,
+) -> SegmentResult:
+    """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
+    started = time.perf_counter()
+    source = open_source(inputs)
+    expected_dims = 2 if source.kind == "raster" else 3
+    if card.spatial_dims != expected_dims:
+        raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {source.kind}")
+    _check_output(output, source.kind, "-o")
+    if options.probabilities is not None:
+        _check_output(options.probabilities, source.kind, "--probabilities")
+        if options.probabilities.resolve() == output.resolve():
+            raise UsageError("--probabilities must differ from -o")
+    if output.resolve() in {path.resolve() for path in inputs}:
+        raise UsageError(f"-o {output}: would overwrite the input")
+    _check_spacing(source, card)
+    bands = select_bands(source.band_names, card.inputs.channels, options.bands, str(inputs[0]))
+    patch = _patch_size(card, options.patch_size)
+    overlap = card.overlap if options.overlap is None else options.overlap
+    if not 0.0 <= overlap < 1.0:
+        raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
+    if options.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
+    device = resolve_device(options.device)
+    autocast = resolve_precision(options.precision, device, card.amp)
+    network = load_network(card, device)
+
+    settings = EngineSettings(
+        patch=patch,
+        overlap=overlap,
+        activation=card.activation,
+        n_classes=len(card.classes),
+        blend=card.blend,
+        batch_size=options.batch_size,
+        fill_value=FILL_VALUE,
+        device=device,
+        autocast_dtype=autocast,
+    )
+    parameters = {
+        "bands": bands,
+        "patch": list(patch),
+        "overlap": overlap,
+        "batch_size": options.batch_size,
+        "device": device.type,
+        "autocast": str(autocast),
+        "probabilities": options.probabilities is not None,
+    }
+    default_workdir = options.workdir is None
+    workdir_path = options.workdir or output.parent / f".{output.name}.segpipe-work"
+    workdir = Workdir.prepare(workdir_path, fingerprint(inputs, card, parameters), options.resume)
+
+    if not workdir.finished("ingest"):
+        log.info("ingesting %s into %s", ", ".join(map(str, inputs)), workdir.path)
+        image, valid = ingest(source, bands, card.inputs.normalization, workdir.path)
+        workdir.finish("ingest")
+    else:
+        log.info("resuming: ingest already finished in %s", workdir.path)
+        image = open_array(workdir.path / "image.zarr")
+        valid_path = workdir.path / "valid.zarr"
+        valid = open_array(valid_path) if valid_path.exists() else None
+
+    spatial = tuple(image.shape[1:])
+    chunks = spatial_chunks(spatial)
+    labels_path = workdir.path / "labels.zarr"
+    probabilities_path = workdir.path / "probabilities.zarr"
+    label_dtype = np.uint8 if len(card.classes) <= 255 else np.uint16
+    resumed = labels_path.exists()
+    labels = open_array(labels_path) if resumed else create_array(labels_path, spatial, label_dtype, chunks)
+    probabilities = None
+    if options.probabilities is not None:
+        probabilities = (
+            open_array(probabilities_path)
+            if resumed
+            else create_array(
+                probabilities_path, (settings.output_channels, *spatial), np.float32, (1, *chunks)
+            )
+        )
+    log.info(
+        "running %s on %s: %d patches of %s, batch %d",
+        card.name,
+        device,
+        len(PatchGrid(spatial, patch, overlap)),
+        "x".join(map(str, patch)),
+        options.batch_size,
+    )
+    stats = run_engine(
+        image, network, settings, labels, probabilities, DoneMarks(workdir.path / "done"), progress=progress
+    )
+    write_outputs(image.attrs.asdict(), card, labels, valid, output, probabilities, options.probabilities)
+    if default_workdir:
+        shutil.rmtree(workdir.path, ignore_errors=True)
+    return SegmentResult(
+        output=output,
+        probabilities=options.probabilities,
+        device=str(device),
+        stats=stats,
+        seconds=time.perf_counter() - started,
+    )
+

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import torch
+
+from pipeline.blend import importance_map
+
+
+def test_gaussian_map_peaks_in_the_centre_with_sigma_an_eighth_of_the_patch() -> None:
+    weights = importance_map((33, 17), "gaussian")
+    assert weights.shape == (33, 17)
+    assert weights.dtype == torch.float32
+    assert torch.argmax(weights).item() == 16 * 17 + 8
+    # along an axis, w(d) / w(0) = exp(-d^2 / (2 sigma^2)) with sigma = 33 / 8
+    ratio = (weights[16 + 4, 8] / weights[16, 8]).item()
+    assert abs(ratio - float(torch.exp(torch.tensor(-(4.0**2) / (2 * (33 / 8) ** 2))))) < 1e-6
+    assert weights.min().item() > 0
+
+
+def test_constant_map_is_all_ones() -> None:
+    assert torch.equal(importance_map((4, 5, 6), "constant"), torch.ones(4, 5, 6))
