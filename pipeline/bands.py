@@ -22,7 +22,8 @@ def select_bands(
     if requested is not None:
         if len(requested) != len(channels):
             raise UsageError(
-                f"--bands lists {len(requested)} bands but the model expects {len(channels)} ({', '.join(channels)})"
+                f"--bands lists {len(requested)} bands but the model expects "
+                f"{len(channels)} ({', '.join(channels)})"
             )
         picked: list[int] = []
         for entry in requested:
@@ -30,19 +31,24 @@ def select_bands(
             if token.isdigit():
                 index = int(token)
                 if not 1 <= index <= len(names):
-                    raise UsageError(f"--bands: band {index} is out of range; {source} has bands {_describe(names)}")
+                    raise UsageError(
+                        f"--bands: band {index} is out of range; {source} has bands {_describe(names)}"
+                    )
                 picked.append(index - 1)
             elif token.lower() in lowered:
                 picked.append(lowered.index(token.lower()))
             else:
-                raise UsageError(f"--bands: band '{token}' not found in {source}; bands are {_describe(names)}")
+                raise UsageError(
+                    f"--bands: band '{token}' not found in {source}; bands are {_describe(names)}"
+                )
         return picked
     if any(lowered):
         missing = [channel for channel in channels if channel.lower() not in lowered]
         if not missing:
             return [lowered.index(channel.lower()) for channel in channels]
         raise InputError(
-            f"{source}: band '{missing[0]}' not found; bands are {_describe(names)} (use --bands to pick them)"
+            f"{source}: band '{missing[0]}' not found; bands are {_describe(names)} "
+            "(use --bands to pick them)"
         )
     if len(names) != len(channels):
         raise InputError(

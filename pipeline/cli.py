@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.exceptions import TyperException
 
 from pipeline.errors import SegpipeError, UsageError
 
@@ -34,13 +34,16 @@ stdout = Console()
 def _root() -> None:
     """Segment satellite scenes and medical volumes with U-Nets, on their own grid."""
 
+
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Warnings only; no progress bar.")]
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
     for noisy in ("distributed", "asyncio", "numcodecs", "rasterio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
@@ -56,7 +59,9 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 
 @app.command()
 def segment(
-    inputs: Annotated[list[Path], typer.Argument(help="Input file(s): a GeoTIFF, single-band files, or a NIfTI.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Input file(s): a GeoTIFF, single-band files, or a NIfTI.")
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model card path or bundled card name.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Label output (.tif or .nii/.nii.gz).")],
     probabilities: Annotated[
@@ -67,11 +72,19 @@ def segment(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
-    patch_size: Annotated[str | None, typer.Option("--patch-size", help="N or N,N[,N]; default from card.")] = None,
+    patch_size: Annotated[
+        str | None, typer.Option("--patch-size", help="N or N,N[,N]; default from card.")
+    ] = None,
     overlap: Annotated[float | None, typer.Option("--overlap", help="In [0, 1); default from card.")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CUDA only).")] = "auto",
-    workdir: Annotated[Path | None, typer.Option("--workdir", help="Keep intermediates here (resumable).")] = None,
-    no_resume: Annotated[bool, typer.Option("--no-resume", help="Start clean even if the workdir matches.")] = False,
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CUDA only).")
+    ] = "auto",
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="Keep intermediates here (resumable).")
+    ] = None,
+    no_resume: Annotated[
+        bool, typer.Option("--no-resume", help="Start clean even if the workdir matches.")
+    ] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -100,10 +113,18 @@ def segment(
         with Progress(*columns, console=stderr, transient=True) as bar:
             task = bar.add_task("patches", total=None)
             result = run_segment(
-                inputs, card, output, options, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                inputs,
+                card,
+                output,
+                options,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     logging.getLogger("segpipe").info(
-        "wrote %s in %.1f s (%d patches on %s)", result.output, result.seconds, result.stats.patches, result.device
+        "wrote %s in %.1f s (%d patches on %s)",
+        result.output,
+        result.seconds,
+        result.stats.patches,
+        result.device,
     )
 
 
@@ -153,18 +174,21 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("segpipe").exception("failed")
         stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("error: aborted", markup=False)
         return 1
-    except click.ClickException as exc:
-        stderr.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+    except TyperException as exc:  # usage errors: unknown option, missing argument
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except Exception as exc:
         if verbose:
             logging.getLogger("segpipe").exception("unexpected failure")
-        stderr.print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for details)", markup=False)
+        stderr.print(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for details)", markup=False
+        )
         return 1
     return 0
 

@@ -43,7 +43,9 @@ def resolve_precision(name: str, device: torch.device, card_allows_amp: bool) ->
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type != "cuda":
-        raise DeviceError(f"--precision {name} needs a CUDA device (autocast runs on CUDA only); got {device}")
+        raise DeviceError(
+            f"--precision {name} needs a CUDA device (autocast runs on CUDA only); got {device}"
+        )
     if not card_allows_amp:
         raise UsageError(f"--precision {name}: the model card sets amp: false")
     return torch.bfloat16 if name == "bf16" else torch.float16

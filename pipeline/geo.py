@@ -15,13 +15,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import rasterio
-import zarr
 from affine import Affine
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.source import SourceImage
+from pipeline.store import ZArray
 
 GDAL_CACHE_MB = 64
 LABEL_NODATA = 255
@@ -86,7 +86,9 @@ def open_raster(paths: list[Path]) -> SourceImage:
     for path in paths:
         with gdal_env(), _open(path) as src:
             if src.count == 0 or src.width == 0 or src.height == 0:
-                raise InputError(f"{path}: raster has no pixels (bands={src.count}, {src.height}x{src.width})")
+                raise InputError(
+                    f"{path}: raster has no pixels (bands={src.count}, {src.height}x{src.width})"
+                )
             if reference is None:
                 reference = src
                 tags = dict(src.tags())
@@ -99,7 +101,9 @@ def open_raster(paths: list[Path]) -> SourceImage:
             chunks = (1, _chunk_edge(block_rows, src.height), _chunk_edge(block_cols, src.width))
             dtype = np.dtype(src.dtypes[0])
             reader = _WindowReader(path, list(range(1, src.count + 1)), (src.height, src.width), dtype)
-            data = da.from_array(reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), dtype))
+            data = da.from_array(
+                reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), dtype)
+            )
             for index in range(src.count):
                 band = data[index]
                 value = src.nodata
@@ -159,8 +163,8 @@ def _profile(attrs: dict[str, Any], count: int, dtype: str, nodata: float | None
 
 def write_labels(
     path: Path,
-    labels: zarr.Array,
-    valid: zarr.Array | None,
+    labels: ZArray,
+    valid: ZArray | None,
     attrs: dict[str, Any],
     classes: list[str],
     model_name: str,
@@ -183,8 +187,8 @@ def write_labels(
 
 def write_probabilities(
     path: Path,
-    probabilities: zarr.Array,
-    valid: zarr.Array | None,
+    probabilities: ZArray,
+    valid: ZArray | None,
     attrs: dict[str, Any],
     band_names: list[str],
     model_name: str,

@@ -35,7 +35,7 @@ from pipeline.grid import PatchGrid
 from pipeline.labels import finalize
 from pipeline.merge import StreamingMerger
 from pipeline.patches import iter_batches
-from pipeline.store import DoneMarks, create_array, spatial_chunks
+from pipeline.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ class ChunkWriter:
 
     def __init__(
         self,
-        labels: zarr.Array,
-        probabilities: zarr.Array | None,
+        labels: ZArray,
+        probabilities: ZArray | None,
         done: DoneMarks,
         lo: int,
         hi: int,
@@ -108,7 +108,9 @@ class ChunkWriter:
         if lo >= hi:
             return
         if lo != self._staged_from + self._staged_rows:
-            raise RuntimeError(f"rows {lo}.. pushed out of order (expected {self._staged_from + self._staged_rows})")
+            raise RuntimeError(
+                f"rows {lo}.. pushed out of order (expected {self._staged_from + self._staged_rows})"
+            )
         self._labels.append(labels[lo - start : hi - start])
         if probabilities is not None:
             self._probabilities.append(probabilities[:, lo - start : hi - start])
@@ -127,7 +129,9 @@ class ChunkWriter:
             self._probabilities = (
                 [probabilities[:, count:]] if probabilities is not None and count < labels.shape[0] else []
             )
-            self._write(self._staged_from, labels[:count], None if probabilities is None else probabilities[:, :count])
+            self._write(
+                self._staged_from, labels[:count], None if probabilities is None else probabilities[:, :count]
+            )
             self._staged_from += count
             self._staged_rows -= count
 
@@ -152,7 +156,9 @@ class ChunkWriter:
         try:
             if complete:
                 if self._staged_from + self._staged_rows != self.hi:
-                    raise RuntimeError(f"run ended at row {self._staged_from + self._staged_rows}, not {self.hi}")
+                    raise RuntimeError(
+                        f"run ended at row {self._staged_from + self._staged_rows}, not {self.hi}"
+                    )
                 self._flush(final=True)
             while self._pending:
                 self._pending.popleft().result()
@@ -180,11 +186,11 @@ def output_rows_todo(done: DoneMarks, chunk_rows: int, lo: int, hi: int) -> tupl
 
 
 def run_engine(
-    image: zarr.Array,
+    image: ZArray,
     network: Network,
     settings: EngineSettings,
-    labels: zarr.Array,
-    probabilities: zarr.Array | None = None,
+    labels: ZArray,
+    probabilities: ZArray | None = None,
     done: DoneMarks | None = None,
     rows: tuple[int, int] | None = None,
     progress: Progress | None = None,
@@ -225,7 +231,9 @@ def run_engine(
             return
         probs, classes = finalize(blended, settings.activation, settings.n_classes)
         labels_np = classes[(slice(None), *crop)].cpu().numpy()
-        probs_np = probs[(slice(None), slice(None), *crop)].cpu().numpy() if probabilities is not None else None
+        probs_np = (
+            probs[(slice(None), slice(None), *crop)].cpu().numpy() if probabilities is not None else None
+        )
         writer.push(start - pad0, labels_np, probs_np)
 
     complete = False
@@ -242,7 +250,11 @@ def run_engine(
                     torch.cuda.synchronize(device)
                 stats.model_seconds += time.perf_counter() - tick
                 if not isinstance(outputs, torch.Tensor) or tuple(outputs.shape[1:]) != expected:
-                    got = tuple(outputs.shape[1:]) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+                    got = (
+                        tuple(outputs.shape[1:])
+                        if isinstance(outputs, torch.Tensor)
+                        else type(outputs).__name__
+                    )
                     raise ModelError(
                         f"network output per patch is {got}, expected {expected} "
                         f"({settings.output_channels} channels for {settings.n_classes} classes "
@@ -272,7 +284,9 @@ def infer_array(
     chunks = spatial_chunks(spatial)
     image = create_array(zarr.storage.MemoryStore(), array.shape, np.float32, (array.shape[0], *chunks))
     image[...] = array.astype(np.float32)
-    labels = create_array(zarr.storage.MemoryStore(), spatial, np.uint8 if settings.n_classes <= 255 else np.uint16, chunks)
+    labels = create_array(
+        zarr.storage.MemoryStore(), spatial, np.uint8 if settings.n_classes <= 255 else np.uint16, chunks
+    )
     probs = create_array(
         zarr.storage.MemoryStore(), (settings.output_channels, *spatial), np.float32, (1, *chunks)
     )

@@ -14,11 +14,10 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import zarr
 
 from pipeline.normalize import FILL_VALUE, normalize
 from pipeline.source import SourceImage
-from pipeline.store import create_array, spatial_chunks
+from pipeline.store import ZArray, create_array, spatial_chunks
 from unet.card import Normalization
 
 INGEST_WORKERS = 4
@@ -29,7 +28,7 @@ def ingest(
     bands: list[int],
     normalization: Normalization,
     folder: Path,
-) -> tuple[zarr.Array, zarr.Array | None]:
+) -> tuple[ZArray, ZArray | None]:
     """Write ``folder/image.zarr`` (and ``folder/valid.zarr``); return the opened arrays."""
     spatial = source.spatial_shape
     chunks = spatial_chunks(spatial)
@@ -45,12 +44,12 @@ def ingest(
     }
     image = create_array(folder / "image.zarr", data.shape, np.float32, (len(bands), *chunks), attrs)
     sources: list[da.Array] = [data]
-    targets: list[zarr.Array] = [image]
-    valid: zarr.Array | None = None
+    targets: list[ZArray] = [image]
+    valid: ZArray | None = None
     if source.valid is not None:
         valid = create_array(folder / "valid.zarr", spatial, bool, chunks, fill_value=True)
         sources.append(source.valid.rechunk(chunks))
         targets.append(valid)
     with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
-        da.store(sources, targets, lock=False)
+        da.store(sources, targets, lock=False)  # type: ignore[arg-type]
     return image, valid

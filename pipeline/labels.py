@@ -22,7 +22,9 @@ def label_dtype(n_classes: int) -> torch.dtype:
     return torch.uint8 if n_classes <= 255 else torch.int32
 
 
-def finalize(blended: torch.Tensor, activation: Activation, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def finalize(
+    blended: torch.Tensor, activation: Activation, n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probabilities float32 (K, ...), labels (...))`` from blended outputs ``(K, ...)``."""
     if activation == "softmax":
         probabilities = torch.softmax(blended, dim=0)

@@ -9,20 +9,19 @@ the last stored axis (NIfTI is Fortran-ordered), so the volume is never held who
 from __future__ import annotations
 
 import gzip
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
 import dask.array as da
 import nibabel as nib
 import numpy as np
-import zarr
 from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import io_orientation
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.orientation import from_ras, ras_region, to_ras
 from pipeline.source import SourceImage
+from pipeline.store import ZArray
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLAB = 16
@@ -57,11 +56,15 @@ def open_nifti(path: Path) -> SourceImage:
     ornt = io_orientation(image.affine)
     proxy = image.dataobj
     slab = min(SLAB, shape[2])
-    data = da.from_array(proxy, chunks=(shape[0], shape[1], slab), asarray=True, lock=True, meta=np.empty((0, 0, 0)))
+    data = da.from_array(
+        proxy, chunks=(shape[0], shape[1], slab), asarray=True, lock=True, meta=np.empty((0, 0, 0))
+    )
     if data.ndim == 4:
         data = data[..., 0]
     data = to_ras(data.astype(np.float32), ornt)
-    valid = da.isfinite(data) if np.issubdtype(image.get_data_dtype(), np.floating) or _scaled(image) else None
+    valid = (
+        da.isfinite(data) if np.issubdtype(image.get_data_dtype(), np.floating) or _scaled(image) else None
+    )
     attrs = {
         "source": str(path),
         "shape": list(shape),
@@ -69,7 +72,9 @@ def open_nifti(path: Path) -> SourceImage:
         "affine": image.affine.tolist(),
         "zooms": [float(z) for z in image.header.get_zooms()[:3]],
     }
-    return SourceImage(kind="volume", data=data[None], valid=valid, band_names=[None], paths=[path], attrs=attrs)
+    return SourceImage(
+        kind="volume", data=data[None], valid=valid, band_names=[None], paths=[path], attrs=attrs
+    )
 
 
 def _scaled(image: Any) -> bool:
@@ -94,19 +99,19 @@ def _output_header(source: Path, dtype: np.dtype[Any], channels: int | None) -> 
     return header
 
 
-def _open_out(path: Path) -> AbstractContextManager[IO[bytes]]:
+def _open_out(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "wb", compresslevel=4)
+        return gzip.open(path, "wb", compresslevel=4)  # type: ignore[return-value]
     return path.open("wb")
 
 
 def write_nifti(
     path: Path,
-    array: zarr.Array,
+    array: ZArray,
     attrs: dict[str, Any],
     dtype: np.dtype[Any],
     channels: int | None = None,
-    valid: zarr.Array | None = None,
+    valid: ZArray | None = None,
     invalid_value: float = 0,
 ) -> None:
     """Write ``array`` (RAS order; ``(I, J, K)`` or ``(C, I, J, K)``) in the source's voxel order.
@@ -122,13 +127,12 @@ def write_nifti(
     stored_dtype = header.get_data_dtype()  # carries the source header's byte order
     with _open_out(path) as handle:
         header.write_to(handle)
-        channel_range = range(channels) if channels is not None else [None]
-        for channel in channel_range:
+        for channel in range(channels) if channels is not None else [None]:
+            lead: tuple[int | slice, ...] = () if channel is None else (channel,)
             for start in range(0, shape[2], SLAB):
                 stop = min(start + SLAB, shape[2])
                 region = ras_region(ornt, ras_shape, 2, start, stop)
-                block = np.asarray(array[region] if channel is None else array[(channel, *region)])
+                block = np.asarray(array[(*lead, *region)])
                 if valid is not None:
                     block = np.where(np.asarray(valid[region]), block, invalid_value)
                 handle.write(from_ras(block, ornt).astype(stored_dtype).tobytes(order="F"))
-

@@ -43,8 +43,9 @@ class StreamingMerger:
                 f"patch at {position} falls outside the buffer rows "
                 f"[{self.origin}, {self.origin + self.capacity})"
             )
-        return (slice(first, first + self.patch[0]),) + tuple(
-            slice(s, s + p) for s, p in zip(position[1:], self.patch[1:], strict=True)
+        return (
+            slice(first, first + self.patch[0]),
+            *tuple(slice(s, s + p) for s, p in zip(position[1:], self.patch[1:], strict=True)),
         )
 
     def aggregate(self, values: torch.Tensor, positions: list[tuple[int, ...]]) -> None:

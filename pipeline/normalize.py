@@ -17,5 +17,6 @@ def normalize(block: np.ndarray, spec: Normalization) -> np.ndarray:
         return (block * np.float32(spec.scale) + np.float32(spec.offset)).astype(np.float32)
     if isinstance(spec, WindowNormalization):
         clipped = np.clip(block, spec.low, spec.high)
-        return ((clipped - np.float32(spec.low)) / np.float32(spec.high - spec.low)).astype(np.float32)
+        scaled: np.ndarray = (clipped - np.float32(spec.low)) / np.float32(spec.high - spec.low)
+        return scaled.astype(np.float32)
     return block

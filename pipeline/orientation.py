@@ -45,7 +45,9 @@ def from_ras(array: ArrayT, ornt: np.ndarray) -> ArrayT:
     return array
 
 
-def ras_region(ornt: np.ndarray, ras_shape: tuple[int, ...], axis: int, start: int, stop: int) -> tuple[slice, ...]:
+def ras_region(
+    ornt: np.ndarray, ras_shape: tuple[int, ...], axis: int, start: int, stop: int
+) -> tuple[slice, ...]:
     """The RAS-order slices holding stored-order indices ``[start, stop)`` along stored ``axis``."""
     target = int(ornt[axis, 0])
     size = ras_shape[target]

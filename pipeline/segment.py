@@ -206,4 +206,3 @@ def segment(
         stats=stats,
         seconds=time.perf_counter() - started,
     )
-

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from pipeline import geo, medical
 from pipeline.atomic import atomic_outputs
+from pipeline.store import ZArray
 from unet.card import ModelCard
 
 
@@ -21,10 +21,10 @@ def probability_names(card: ModelCard) -> list[str]:
 def write_outputs(
     image_attrs: dict[str, Any],
     card: ModelCard,
-    labels: zarr.Array,
-    valid: zarr.Array | None,
+    labels: ZArray,
+    valid: ZArray | None,
     output: Path,
-    probabilities: zarr.Array | None = None,
+    probabilities: ZArray | None = None,
     probabilities_path: Path | None = None,
 ) -> None:
     """Labels to ``output`` (and probabilities to ``probabilities_path``), each via temp + rename.

@@ -22,6 +22,7 @@ CHUNK_2D = 256
 CHUNK_3D = 64
 
 StoreLike = Store | Path | str
+ZArray = zarr.Array[Any]
 
 
 def spatial_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -37,21 +38,23 @@ def create_array(
     chunks: tuple[int, ...],
     attributes: dict[str, Any] | None = None,
     fill_value: Any = 0,
-) -> zarr.Array:
+) -> ZArray:
     """A new zarr v3 array (overwriting any at ``store``), zstd-compressed."""
     return zarr.create_array(
         store=store,
         shape=shape,
         dtype=dtype,
         chunks=chunks,
-        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"),
+        compressors=BloscCodec(
+            cname="zstd", clevel=3, shuffle="bitshuffle" if np.dtype(dtype).itemsize == 1 else "shuffle"
+        ),
         fill_value=fill_value,
         attributes=attributes or {},
         overwrite=True,
     )
 
 
-def open_array(store: StoreLike) -> zarr.Array:
+def open_array(store: StoreLike) -> ZArray:
     return zarr.open_array(store=store, mode="r+")
 
 

@@ -80,7 +80,9 @@ def lps_affine(spacing: tuple[float, float, float] = (1.0, 1.2, 2.5)) -> np.ndar
     return affine
 
 
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, qform_code: int = 1, sform_code: int = 2) -> Path:
+def write_nifti(
+    path: Path, data: np.ndarray, affine: np.ndarray, qform_code: int = 1, sform_code: int = 2
+) -> Path:
     image = nib.Nifti1Image(data, affine)
     image.header.set_qform(affine, code=qform_code)
     image.header.set_sform(affine, code=sform_code)

@@ -26,7 +26,7 @@ def load_network(card: ModelCard, device: torch.device) -> Network:
         raise NotFoundError(f"{_card_name(card)}: field 'weights': file not found: {path}")
     if card.format == "torchscript":
         try:
-            module = torch.jit.load(str(path), map_location=device)
+            module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
         except (RuntimeError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{path}: not a loadable TorchScript file ({reason})") from None

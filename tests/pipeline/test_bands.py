@@ -30,7 +30,11 @@ def test_requested_bands_take_indices_or_names() -> None:
 
 @pytest.mark.parametrize(
     ("requested", "message"),
-    [(["1"], "lists 1 bands but the model expects 2"), (["1", "4"], "band 4 is out of range"), (["1", "q"], "band 'q' not found")],
+    [
+        (["1"], "lists 1 bands but the model expects 2"),
+        (["1", "4"], "band 4 is out of range"),
+        (["1", "q"], "band 'q' not found"),
+    ],
 )
 def test_bad_requests_name_the_option(requested: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=f"--bands.*{message}"):

@@ -19,7 +19,9 @@ def random_unet(dims: int, in_channels: int, classes: int) -> torch.nn.Module:
     return UNet(dims, in_channels, classes, channels=(4, 8, 16), strides=(2, 2), num_res_units=1).eval()
 
 
-def monai_probabilities(x: np.ndarray, network: torch.nn.Module, patch: tuple[int, ...], overlap: float) -> np.ndarray:
+def monai_probabilities(
+    x: np.ndarray, network: torch.nn.Module, patch: tuple[int, ...], overlap: float
+) -> np.ndarray:
     with torch.no_grad():
         logits = sliding_window_inference(
             torch.from_numpy(x)[None], patch, 3, network, overlap=overlap, mode="gaussian", sigma_scale=0.125
@@ -42,7 +44,9 @@ def test_engine_equals_monai_sliding_window(
     rng = np.random.default_rng(0)
     x = rng.random(shape, dtype=np.float32)
     network = random_unet(len(patch), shape[0], 3)
-    settings = EngineSettings(patch=patch, overlap=overlap, activation="softmax", n_classes=3, batch_size=batch)
+    settings = EngineSettings(
+        patch=patch, overlap=overlap, activation="softmax", n_classes=3, batch_size=batch
+    )
     probabilities, labels = infer_array(x, network, settings)
     expected = monai_probabilities(x, network, patch, overlap)
     assert probabilities.shape == expected.shape
@@ -52,7 +56,9 @@ def test_engine_equals_monai_sliding_window(
     assert np.array_equal(labels[clear], expected.argmax(axis=0)[clear])
 
 
-@pytest.mark.parametrize(("shape", "patch"), [((3, 70, 45), (16, 16)), ((2, 19, 23, 30), (8, 8, 8)), ((1, 5, 7), (8, 8))])
+@pytest.mark.parametrize(
+    ("shape", "patch"), [((3, 70, 45), (16, 16)), ((2, 19, 23, 30), (8, 8, 8)), ((1, 5, 7), (8, 8))]
+)
 def test_stitching_is_lossless_with_constant_weights(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
     rng = np.random.default_rng(2)
     x = rng.integers(-1000, 1000, size=shape).astype(np.float32)
@@ -84,7 +90,7 @@ def _run_on_height(height: int, width: int = 96) -> tuple[int, int]:
 
 
 def test_accumulator_size_does_not_grow_with_the_array() -> None:
-    small_bytes, small_rows = _run_on_height(256)
+    small_bytes, _small_rows = _run_on_height(256)
     large_bytes, large_rows = _run_on_height(4096)
     assert large_bytes == small_bytes
     # a batch of 4 patches spans at most two bands of 32 rows with stride 24
@@ -119,7 +125,8 @@ def test_batch_size_changes_nothing_beyond_rounding() -> None:
     x = rng.random((1, 90, 70), dtype=np.float32)
     network = random_unet(2, 1, 2)
     results = [
-        infer_array(x, network, EngineSettings((32, 32), 0.25, "softmax", 2, batch_size=b))[0] for b in (1, 4, 7)
+        infer_array(x, network, EngineSettings((32, 32), 0.25, "softmax", 2, batch_size=b))[0]
+        for b in (1, 4, 7)
     ]
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], atol=1e-5)
@@ -180,5 +187,6 @@ def test_regions_write_only_their_rows_and_match_a_whole_run() -> None:
     probs = create_array(zarr.storage.MemoryStore(), (2, 150, 50), np.float32, (1, 30, 50), fill_value=-1)
     run_engine(image, network, settings, labels, probs, rows=(60, 120))
     result = np.asarray(probs[...])
-    assert (result[:, :60] == -1).all() and (result[:, 120:] == -1).all()
+    assert (result[:, :60] == -1).all()
+    assert (result[:, 120:] == -1).all()
     np.testing.assert_allclose(result[:, 60:120], whole[:, 60:120], atol=1e-6)

@@ -21,7 +21,8 @@ def test_axis_starts_cover_every_position_and_stay_in_bounds(size: int, patch: i
     starts = axis_starts(padded, patch, overlap)
     covered = np.zeros(padded, dtype=bool)
     for start in starts:
-        assert 0 <= start and start + patch <= padded
+        assert start >= 0
+        assert start + patch <= padded
         covered[start : start + patch] = True
     assert covered.all()
     assert starts[-1] + patch == padded  # the last patch is flush with the edge

@@ -25,14 +25,16 @@ def test_pointwise_model_gives_the_threshold_on_the_source_grid_with_a_nodata_co
     segment([source], card, output, SegmentOptions(device="cpu", batch_size=3, probabilities=probabilities))
     with rasterio.open(source) as src, rasterio.open(output) as out:
         assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
-        assert out.nodata == 255 and out.dtypes[0] == "uint8"
+        assert out.nodata == 255
+        assert out.dtypes[0] == "uint8"
         labels = out.read(1)
         assert out.tags()["model"] == card.name
     valid = data[0] != -9999
     assert np.array_equal(labels[~valid], np.full((~valid).sum(), 255, np.uint8))
     assert np.array_equal(labels[valid], (data[0][valid] > 49.5).astype(np.uint8))
     with rasterio.open(probabilities) as probs:
-        assert probs.count == 2 and probs.dtypes[0] == "float32"
+        assert probs.count == 2
+        assert probs.dtypes[0] == "float32"
         assert probs.descriptions == ("background", "foreground")
         values = probs.read()
     assert np.isnan(values[:, ~valid]).all()
@@ -61,7 +63,9 @@ def test_files_on_different_grids_are_refused(tmp_path: Path) -> None:
 
     data = np.zeros((1, 40, 40), np.float32)
     a = write_geotiff(tmp_path / "a.tif", data, descriptions=["b1"])
-    b = write_geotiff(tmp_path / "b.tif", data, descriptions=["b2"], transform=Affine(10, 0, 500030, 0, -10, 4650010))
+    b = write_geotiff(
+        tmp_path / "b.tif", data, descriptions=["b2"], transform=Affine(10, 0, 500030, 0, -10, 4650010)
+    )
     card = load_card(threshold_card(tmp_path, 0.5, channels=["b1", "b2"]))
     with pytest.raises(InputError, match=r"b\.tif: grid differs from .*a\.tif"):
         segment([a, b], card, tmp_path / "mask.tif", CPU)

@@ -10,7 +10,15 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
 from pipeline.segment import SegmentOptions, segment
-from tests.helpers import lps_affine, oblique_affine, save_torchscript, shared_file, threshold_card, write_card, write_nifti
+from tests.helpers import (
+    lps_affine,
+    oblique_affine,
+    save_torchscript,
+    shared_file,
+    threshold_card,
+    write_card,
+    write_nifti,
+)
 from unet.card import load_card
 
 CPU = SegmentOptions(device="cpu", batch_size=2)
@@ -34,7 +42,18 @@ def test_pointwise_model_gives_the_threshold_in_source_voxel_order(tmp_path: Pat
     assert out.shape == src.shape
     assert out.get_data_dtype() == np.uint8
     assert np.array_equal(np.asarray(out.dataobj), (data > 49.5).astype(np.uint8))
-    for key in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "srow_x", "srow_y", "srow_z", "pixdim"):
+    for key in (
+        "qform_code",
+        "sform_code",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+        "qoffset_x",
+        "srow_x",
+        "srow_y",
+        "srow_z",
+        "pixdim",
+    ):
         assert np.array_equal(out.header[key], src.header[key]), key
     assert np.allclose(out.affine, src.affine)
     probs = nib.load(probabilities)
@@ -87,7 +106,10 @@ def test_real_ct_threshold_is_exact(tmp_path: Path) -> None:
     source = nib.load(ct)
     out = nib.load(tmp_path / "bone.nii.gz")
     assert np.array_equal(np.asarray(out.dataobj), (np.asarray(source.dataobj) > 100.5).astype(np.uint8))
-    assert (out.header["sform_code"], out.header["qform_code"]) == (source.header["sform_code"], source.header["qform_code"])
+    assert (out.header["sform_code"], out.header["qform_code"]) == (
+        source.header["sform_code"],
+        source.header["qform_code"],
+    )
 
 
 def test_real_lps_mr_threshold_is_exact(tmp_path: Path) -> None:
@@ -97,4 +119,6 @@ def test_real_lps_mr_threshold_is_exact(tmp_path: Path) -> None:
     threshold = float(np.percentile(values, 70)) + 0.5
     card = load_card(threshold_card(tmp_path, threshold, dims=3))
     segment([mr], card, tmp_path / "m.nii.gz", CPU)
-    assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), (values > threshold).astype(np.uint8))
+    assert np.array_equal(
+        np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), (values > threshold).astype(np.uint8)
+    )

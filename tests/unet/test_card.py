@@ -45,8 +45,11 @@ def test_a_full_card_parses_and_resolves_weights_next_to_it(tmp_path: Path) -> N
         ({"activation": "relu"}, "activation", "softmax"),
         ({"classes": ["a", "a"]}, "classes", "unique"),
         ({"inputs": {"channels": []}}, "inputs.channels", "at least 1"),
-        ({"inputs": {"channels": ["a"], "normalization": {"kind": "window", "low": 5, "high": 1}}},
-         "inputs.normalization.window", "low must be below high"),
+        (
+            {"inputs": {"channels": ["a"], "normalization": {"kind": "window", "low": 5, "high": 1}}},
+            "inputs.normalization.window",
+            "low must be below high",
+        ),
         ({"format": "pickle"}, "format", "torchscript"),
         ({"patch_size": [0, 8]}, "patch_size", ">= 1"),
     ],
@@ -72,10 +75,14 @@ def test_missing_field_is_named(tmp_path: Path) -> None:
 
 
 def test_normalisation_specs_are_typed(tmp_path: Path) -> None:
-    card = load_card(write_card(tmp_path, inputs={"channels": ["a"], "normalization": {"kind": "linear", "scale": 2}}))
+    card = load_card(
+        write_card(tmp_path, inputs={"channels": ["a"], "normalization": {"kind": "linear", "scale": 2}})
+    )
     assert isinstance(card.inputs.normalization, LinearNormalization)
     card = load_card(
-        write_card(tmp_path, inputs={"channels": ["a"], "normalization": {"kind": "window", "low": -1, "high": 1}})
+        write_card(
+            tmp_path, inputs={"channels": ["a"], "normalization": {"kind": "window", "low": -1, "high": 1}}
+        )
     )
     assert isinstance(card.inputs.normalization, WindowNormalization)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.networks.nets import UNet
+from monai.networks.nets.unet import UNet
 
 HERE = Path(__file__).parent
 
@@ -26,7 +26,7 @@ def export(path: Path, dims: int, in_channels: int, out_channels: int, patch: in
     ).eval()
     example = torch.zeros((1, in_channels) + (patch,) * dims)
     with torch.no_grad():
-        traced = torch.jit.trace(network, example)
+        traced = torch.jit.trace(network, example)  # type: ignore[no-untyped-call]
     traced.save(str(path))
 
 

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from pipeline.cli import main
+from tests.helpers import threshold_card, write_card, write_geotiff
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return write_geotiff(
+        tmp_path / "scene.tif", rng.random((1, 70, 90), dtype=np.float32), descriptions=["b1"]
+    )
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> Path:
+    return threshold_card(tmp_path, 0.5)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_success_writes_the_mask_and_exits_zero(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path, card: Path
+) -> None:
+    code, _ = run(capsys, "segment", scene, "-m", card, "-o", tmp_path / "m.tif", "--device", "cpu", "-q")
+    assert code == 0
+    with rasterio.open(tmp_path / "m.tif") as out, rasterio.open(scene) as src:
+        assert np.array_equal(out.read(1), (src.read(1) > 0.5).astype(np.uint8))
+
+
+def _bad_cases(tmp: Path, scene: Path, card: Path) -> dict[str, tuple[list[object], str]]:
+    text = tmp / "text.tif"
+    text.write_text("not a raster")
+    invalid = write_card(tmp, name="invalid", colour="red")
+    no_weights = write_card(tmp, name="noweights", weights="absent.ts")
+    bad_weights = tmp / "junk.ts"
+    bad_weights.write_bytes(b"\x00" * 64)
+    junk_card = write_card(tmp, name="junk", weights="junk.ts")
+    cases: dict[str, tuple[list[object], str]] = {
+        "missing input": ([tmp / "absent.tif", "-m", card], "absent.tif: file not found"),
+        "text named .tif": ([text, "-m", card], "text.tif: not a readable raster"),
+        "unknown model": ([scene, "-m", "no-such-model"], "model 'no-such-model' is neither"),
+        "card missing": ([scene, "-m", tmp / "absent.yaml"], "absent.yaml: model card not found"),
+        "invalid card": ([scene, "-m", invalid], "invalid.yaml: field 'colour': unknown field"),
+        "weights missing": ([scene, "-m", no_weights], "field 'weights': file not found"),
+        "weights not torchscript": ([scene, "-m", junk_card], "junk.ts: not a loadable TorchScript file"),
+        "overlap": ([scene, "-m", card, "--overlap", "1.5"], "--overlap must be in [0, 1), got 1.5"),
+        "patch size": ([scene, "-m", card, "--patch-size", "0"], "--patch-size needs 1 or 2 positive values"),
+        "patch size text": ([scene, "-m", card, "--patch-size", "a,b"], "--patch-size takes integers"),
+        "bands index": ([scene, "-m", card, "--bands", "3"], "--bands: band 3 is out of range"),
+        "bad device": ([scene, "-m", card, "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+        "batch size": ([scene, "-m", card, "--batch-size", "0"], "--batch-size must be >= 1"),
+        "output folder": ([scene, "-m", card, "-o", tmp / "nowhere" / "m.tif"], "output folder"),
+        "output format": (
+            [scene, "-m", card, "-o", tmp / "m.nii.gz"],
+            "a raster input needs a .tif or .tiff output",
+        ),
+        "3D card on raster": ([scene, "-m", "random-unet-3d"], "is 3D but"),
+        "unknown option": ([scene, "-m", card, "--colour", "red"], "No such option"),
+    }
+    if not torch.cuda.is_available():
+        cases["no cuda"] = ([scene, "-m", card, "--device", "cuda"], "CUDA is not available")
+        cases["fp16 on cpu"] = (
+            [scene, "-m", card, "--device", "cpu", "--precision", "fp16"],
+            "needs a CUDA device",
+        )
+    return cases
+
+
+CASE_NAMES = sorted(
+    [
+        "missing input",
+        "text named .tif",
+        "unknown model",
+        "card missing",
+        "invalid card",
+        "weights missing",
+        "weights not torchscript",
+        "overlap",
+        "patch size",
+        "patch size text",
+        "bands index",
+        "bad device",
+        "batch size",
+        "output folder",
+        "output format",
+        "3D card on raster",
+        "unknown option",
+        "no cuda",
+        "fp16 on cpu",
+    ]
+)
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_bad_input_is_one_error_line_exit_2_and_no_output(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path, card: Path, case: str
+) -> None:
+    cases = _bad_cases(tmp_path, scene, card)
+    if case not in cases:
+        pytest.skip("this machine has CUDA")
+    args, expected = cases[case]
+    if "-o" not in args:
+        args = [*args, "-o", tmp_path / "out.tif"]
+    before = set(tmp_path.iterdir())
+    device = [] if "--device" in args else ["--device", "cpu"]
+    code, err = run(capsys, "segment", *args, *device)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("INFO")]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+    assert set(tmp_path.iterdir()) == before  # nothing under the output name, no workdir
+
+
+def test_verbose_adds_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path, card: Path) -> None:
+    code, err = run(capsys, "segment", tmp_path / "absent.tif", "-m", card, "-o", tmp_path / "o.tif", "-v")
+    assert code == 2
+    assert "Traceback" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_rerun_with_a_workdir_resumes_and_no_resume_starts_clean(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path, card: Path
+) -> None:
+    workdir = tmp_path / "work"
+    args = ["segment", scene, "-m", card, "-o", tmp_path / "m.tif", "--device", "cpu", "--workdir", workdir]
+    assert run(capsys, *args)[0] == 0
+    first = (tmp_path / "m.tif").read_bytes()
+    assert (workdir / "manifest.json").is_file()
+    assert (workdir / "done").is_dir()
+    code, err = run(capsys, *args)
+    assert code == 0
+    assert "resuming" in err
+    assert (tmp_path / "m.tif").read_bytes() == first
+    code, err = run(capsys, *args, "--no-resume")
+    assert code == 0
+    assert "resuming" not in err
+    code, err = run(capsys, *args[:-2], "--workdir", workdir, "--overlap", "0.5")
+    assert code == 0
+    assert "resuming" not in err
+
+
+def test_models_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "random-unet-2d" in listed
+    assert "random-unet-3d" in listed
+    assert main(["models", "show", "random-unet-3d"]) == 0
+    shown = capsys.readouterr().out
+    assert "48x48x48" in shown
+    assert "random-unet-3d.ts" in shown
+
+
+def test_console_script_runs_as_a_new_user_would(tmp_path: Path, scene: Path, card: Path) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "segment",
+            str(scene),
+            "-m",
+            str(card),
+            "-o",
+            str(tmp_path / "x.nii"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: -o ")
