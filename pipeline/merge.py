@@ -52,7 +52,7 @@ class StreamingMerger:
         """Add a batch ``(B, K, *patch)`` of raw outputs at their patch ``positions``."""
         for value, position in zip(values, positions, strict=True):
             window = self._window(position)
-            self._values[(slice(None), *window)] += value * self._weights
+            self._values[(slice(None), *window)].addcmul_(value, self._weights)
             self._weight_sum[window] += self._weights
 
     def release(self, row: int) -> torch.Tensor | None:

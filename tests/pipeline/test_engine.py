@@ -190,3 +190,13 @@ def test_regions_write_only_their_rows_and_match_a_whole_run() -> None:
     assert (result[:, :60] == -1).all()
     assert (result[:, 120:] == -1).all()
     np.testing.assert_allclose(result[:, 60:120], whole[:, 60:120], atol=1e-6)
+
+
+def test_channel_argmax_equals_torch_argmax_including_ties() -> None:
+    from pipeline.labels import argmax_channels
+
+    values = torch.rand(5, 33, 17)
+    values[3, :4] = values[1, :4]  # ties keep the first channel, like torch.argmax
+    index, best = argmax_channels(values, torch.int32)
+    assert torch.equal(index.long(), torch.argmax(values, dim=0))
+    assert torch.equal(best, torch.amax(values, dim=0))

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.nets.unet import UNet
+
+from pipeline.devices import resolve_device, resolve_precision
+from pipeline.infer import EngineSettings, infer_array
+
+pytestmark = pytest.mark.gpu
+
+
+def _network(device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return UNet(2, 2, 3, channels=(8, 16, 32), strides=(2, 2), num_res_units=1).eval().to(device)
+
+
+def test_cuda_engine_matches_cpu_in_fp32() -> None:
+    x = np.random.default_rng(0).random((2, 150, 97), dtype=np.float32)
+    cpu = infer_array(x, _network(torch.device("cpu")), EngineSettings((64, 64), 0.25, "softmax", 3, batch_size=4))
+    cuda_device = resolve_device("cuda")
+    settings = EngineSettings((64, 64), 0.25, "softmax", 3, batch_size=4, device=cuda_device)
+    gpu = infer_array(x, _network(cuda_device), settings)
+    assert np.abs(gpu[0] - cpu[0]).max() <= 1e-4
+
+
+def test_auto_precision_on_cuda_is_half_and_agrees_with_fp32() -> None:
+    device = resolve_device("cuda")
+    dtype = resolve_precision("auto", device, card_allows_amp=True)
+    assert dtype in (torch.bfloat16, torch.float16)
+    x = np.random.default_rng(1).random((2, 128, 128), dtype=np.float32)
+    network = _network(device)
+    full = infer_array(x, network, EngineSettings((64, 64), 0.25, "softmax", 3, device=device))
+    half = infer_array(x, network, EngineSettings((64, 64), 0.25, "softmax", 3, device=device, autocast_dtype=dtype))
+    assert np.abs(half[0] - full[0]).max() <= 0.05
