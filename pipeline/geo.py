@@ -1,32 +1,38 @@
-"""GeoTIFF (and anything GDAL reads as a raster) in; tiled GeoTIFF out on the same grid.
+"""GeoTIFF (and anything GDAL reads as a raster) in; Cloud-Optimized GeoTIFF out on the same grid.
 
 Reads are windows aligned to the file's internal blocks, opened per dask chunk so no
 handle outlives a read; GDAL's block cache is capped (``GDAL_CACHE_MB``) so memory is
 set by the chunk size, not by GDAL's default of 5 % of RAM. Writers go chunk row by
-chunk row from zarr, never holding the scene.
+chunk row from zarr into a tiled staging file, which GDAL's COG driver then copies
+block by block: the scene is never held in memory.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from pipeline.errors import InputError, NotFoundError
+from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
 
 GDAL_CACHE_MB = 64
 LABEL_NODATA = 255
-GRID_TOLERANCE = 1e-9  # relative, on transform coefficients: pixel sizes differ in the 16th digit
 CHUNK_TARGET = 1024
+COG_BLOCK = 512
 
 
 def gdal_env() -> rasterio.Env:
@@ -42,32 +48,81 @@ def _open(path: Path) -> Any:
         raise InputError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
 
 
-class _WindowReader:
-    """Array-like over some bands of one file; each ``__getitem__`` opens, reads one window, closes."""
+CATEGORICAL_NAMES = {"scl", "qa", "qa_pixel", "qa_radsat", "fmask", "mask", "classification", "cloud_mask"}
 
-    def __init__(self, path: Path, bands: list[int], shape: tuple[int, int], dtype: np.dtype[Any]) -> None:
+
+@dataclass(frozen=True)
+class BandRef:
+    """One input band: its file and 1-based index, names, and what its metadata declares.
+
+    ``scale``/``offset``/``nodata`` left None are read from the file (GDAL metadata);
+    a STAC item sets them from ``raster:bands``.
+    """
+
+    path: Path
+    index: int
+    name: str | None = None
+    common_name: str | None = None
+    scale: float | None = None
+    offset: float | None = None
+    nodata: float | None = None
+    categorical: bool | None = None
+
+
+def file_bands(paths: list[Path]) -> list[BandRef]:
+    """Every band of every file, in order, named by the file's band descriptions."""
+    refs: list[BandRef] = []
+    for path in paths:
+        with gdal_env(), _open(path) as src:
+            if src.count == 0 or src.width == 0 or src.height == 0:
+                raise InputError(
+                    f"{path}: raster has no pixels (bands={src.count}, {src.height}x{src.width})"
+                )
+            refs.extend(BandRef(path, i + 1, src.descriptions[i]) for i in range(src.count))
+    return refs
+
+
+def _grid(src: Any) -> Grid:
+    return Grid(
+        src.crs.to_wkt() if src.crs is not None else None, tuple(src.transform)[:6], src.width, src.height
+    )
+
+
+class _WindowReader:
+    """Array-like over some bands of one file on the reference grid.
+
+    Each ``__getitem__`` opens the file, reads one window (through a WarpedVRT when the
+    file's resolution differs from the reference grid), and closes it: no handle
+    outlives a read, so dask's threads can read in parallel.
+    """
+
+    def __init__(
+        self, path: Path, bands: list[int], grid: Grid, warp: Resampling | None, dtype: np.dtype[Any]
+    ) -> None:
         self.path = path
         self.bands = bands
-        self.shape = (len(bands), *shape)
+        self.grid = grid
+        self.warp = warp
+        self.shape = (len(bands), grid.height, grid.width)
         self.dtype = dtype
         self.ndim = 3
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         band_slice, rows, cols = key
         bands = self.bands[band_slice]
-        window = Window.from_slices(rows, cols, height=self.shape[1], width=self.shape[2])
+        window = Window.from_slices(rows, cols, height=self.grid.height, width=self.grid.width)
         with gdal_env(), rasterio.open(self.path) as src:
-            return np.asarray(src.read(bands, window=window))
-
-
-def _same_grid(a: Any, b: Any) -> bool:
-    if (a.width, a.height) != (b.width, b.height) or a.crs != b.crs:
-        return False
-    scale = max(abs(a.transform.a), abs(a.transform.e), 1e-300)
-    return all(
-        math.isclose(x, y, rel_tol=GRID_TOLERANCE, abs_tol=GRID_TOLERANCE * scale)
-        for x, y in zip(a.transform[:6], b.transform[:6], strict=True)
-    )
+            if self.warp is None:
+                return np.asarray(src.read(bands, window=window))
+            with WarpedVRT(
+                src,
+                crs=src.crs,
+                transform=self.grid.affine,
+                width=self.grid.width,
+                height=self.grid.height,
+                resampling=self.warp,
+            ) as vrt:
+                return np.asarray(vrt.read(bands, window=window))
 
 
 def _chunk_edge(block: int, size: int) -> int:
@@ -75,90 +130,144 @@ def _chunk_edge(block: int, size: int) -> int:
     return min(size, max(block, CHUNK_TARGET // block * block))
 
 
-def open_raster(paths: list[Path]) -> SourceImage:
-    """Stack the bands of ``paths`` (one multi-band file, or single-band files on one grid)."""
-    arrays: list[da.Array] = []
-    masks: list[da.Array] = []
-    names: list[str | None] = []
-    nodata: list[float | None] = []
-    reference: Any = None
-    tags: dict[str, str] = {}
+def _is_categorical(ref: BandRef) -> bool:
+    if ref.categorical is not None:
+        return ref.categorical
+    return any((name or "").lower() in CATEGORICAL_NAMES for name in (ref.name, ref.common_name))
+
+
+def _reference_grid(grids: dict[Path, Grid], resolution_m: float | None) -> Grid:
+    finest = min(grids.values(), key=lambda grid: grid.pixel_size)
+    if resolution_m is None:
+        return finest
+    if finest.crs is None:
+        raise InputError(f"{next(iter(grids))}: has no CRS, so it cannot be resampled to {resolution_m} m")
+    return at_resolution(finest, resolution_m)
+
+
+def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> SourceImage:
+    """Stack ``refs`` on one grid, lazily: the finest input's (or the card's resolution).
+
+    Files on the reference grid (to tolerance) are read as they are; files that differ
+    only in resolution are resampled on the fly (bilinear; nearest for categorical bands
+    such as Sentinel-2 SCL); anything else that does not line up is refused.
+    """
+    paths = list(dict.fromkeys(ref.path for ref in refs))
+    grids: dict[Path, Grid] = {}
+    meta: dict[Path, Any] = {}
     for path in paths:
         with gdal_env(), _open(path) as src:
-            if src.count == 0 or src.width == 0 or src.height == 0:
+            grids[path] = _grid(src)
+            meta[path] = {
+                "dtype": np.dtype(src.dtypes[0]),
+                "nodata": src.nodata,
+                "scales": src.scales,
+                "offsets": src.offsets,
+                "blocks": src.block_shapes[0],
+                "tags": dict(src.tags()),
+            }
+    reference = _reference_grid(grids, resolution_m)
+    first = paths[0]
+    arrays: list[da.Array] = []
+    masks: list[da.Array] = []
+    declared: list[bool] = []
+    nodata_values: list[float | None] = []
+    for ref in refs:
+        grid, info = grids[ref.path], meta[ref.path]
+        warp: Resampling | None = None
+        if not same_grid(grid, reference):
+            if not resamplable_onto(grid, reference):
                 raise InputError(
-                    f"{path}: raster has no pixels (bands={src.count}, {src.height}x{src.width})"
+                    f"{ref.path}: grid does not line up with {first} (size {grid.height}x{grid.width}, "
+                    f"transform {grid.transform}); only resolution may differ"
                 )
-            if reference is None:
-                reference = src
-                tags = dict(src.tags())
-            elif not _same_grid(reference, src):
-                raise InputError(
-                    f"{path}: grid differs from {paths[0]} (size {src.height}x{src.width}, CRS {src.crs}, "
-                    f"transform {tuple(src.transform)[:6]})"
-                )
-            block_rows, block_cols = src.block_shapes[0]
-            chunks = (1, _chunk_edge(block_rows, src.height), _chunk_edge(block_cols, src.width))
-            dtype = np.dtype(src.dtypes[0])
-            reader = _WindowReader(path, list(range(1, src.count + 1)), (src.height, src.width), dtype)
-            data = da.from_array(
-                reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), dtype)
-            )
-            for index in range(src.count):
-                band = data[index]
-                value = src.nodata
-                invalid = ~da.isfinite(band) if np.issubdtype(dtype, np.floating) else None
-                if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    equal = band == value
-                    invalid = equal if invalid is None else invalid | equal
-                if invalid is not None:
-                    masks.append(invalid)
-                names.append(src.descriptions[index])
-                nodata.append(value)
-            arrays.append(data.astype(np.float32))
-            crs = src.crs.to_wkt() if src.crs is not None else None
-            transform = tuple(src.transform)[:6]
-            shape = (src.height, src.width)
-    valid = None
-    if masks:
-        valid = ~da.stack(masks).any(axis=0)
+            warp = Resampling.nearest if _is_categorical(ref) else Resampling.bilinear
+        block_rows, block_cols = info["blocks"] if warp is None else (CHUNK_TARGET, CHUNK_TARGET)
+        chunks = (1, _chunk_edge(block_rows, reference.height), _chunk_edge(block_cols, reference.width))
+        reader = _WindowReader(ref.path, [ref.index], reference, warp, info["dtype"])
+        band = da.from_array(
+            reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), info["dtype"])
+        )[0]
+        nodata = ref.nodata if ref.nodata is not None else info["nodata"]
+        invalid = ~da.isfinite(band) if np.issubdtype(info["dtype"], np.floating) else None
+        if nodata is not None and not math.isnan(nodata):
+            equal = band == nodata
+            invalid = equal if invalid is None else invalid | equal
+        if invalid is not None:
+            masks.append(invalid)
+        scale = ref.scale if ref.scale is not None else info["scales"][ref.index - 1]
+        offset = ref.offset if ref.offset is not None else info["offsets"][ref.index - 1]
+        values = band.astype(np.float32)
+        if scale != 1 or offset != 0:
+            values = values * np.float32(scale) + np.float32(offset)
+        arrays.append(values)
+        declared.append(ref.scale is not None or scale != 1 or offset != 0)
+        nodata_values.append(None if nodata is None or math.isnan(nodata) else nodata)
+    valid = ~da.stack(masks).any(axis=0) if masks else None
     attrs = {
-        "crs": crs,
-        "transform": list(transform),
-        "height": shape[0],
-        "width": shape[1],
-        "nodata": [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in nodata],
-        "tags": tags,
+        "crs": reference.crs,
+        "transform": list(reference.transform),
+        "height": reference.height,
+        "width": reference.width,
+        "nodata": nodata_values,
+        "resampled": any(not same_grid(grids[p], reference) for p in paths),
+        "tags": meta[first]["tags"],
     }
     return SourceImage(
         kind="raster",
-        data=da.concatenate(arrays, axis=0),
+        data=da.stack(arrays),
         valid=valid,
-        band_names=names,
-        paths=list(paths),
+        band_names=[ref.name for ref in refs],
+        paths=paths,
         attrs=attrs,
+        common_names=[ref.common_name for ref in refs],
+        declared_scale=declared,
     )
 
 
+def open_raster(paths: list[Path], resolution_m: float | None = None) -> SourceImage:
+    """Stack the bands of ``paths`` (one multi-band file, or single-band files on one grid)."""
+    return open_bands(file_bands(paths), resolution_m)
+
+
 def _profile(attrs: dict[str, Any], count: int, dtype: str, nodata: float | None) -> dict[str, Any]:
-    height, width = attrs["height"], attrs["width"]
-    tiled = height >= 256 and width >= 256
-    profile: dict[str, Any] = {
+    """A tiled staging GeoTIFF on the source grid (the COG is copied from it)."""
+    return {
         "driver": "GTiff",
-        "height": height,
-        "width": width,
+        "height": attrs["height"],
+        "width": attrs["width"],
         "count": count,
         "dtype": dtype,
         "crs": attrs["crs"],
         "transform": Affine(*attrs["transform"]),
         "nodata": nodata,
-        "compress": "deflate",
-        "tiled": tiled,
+        "compress": "zstd",
+        "zstd_level": 1,
+        "tiled": True,
+        "blockxsize": COG_BLOCK,
+        "blockysize": COG_BLOCK,
         "BIGTIFF": "IF_SAFER",
     }
-    if tiled:
-        profile.update(blockxsize=256, blockysize=256)
-    return profile
+
+
+def _to_cog(staging: Path, destination: Path, overview_resampling: str, predictor: str) -> None:
+    """Copy ``staging`` into a Cloud-Optimized GeoTIFF with GDAL's COG driver.
+
+    The driver reads the staging file block by block (GDAL's cache is capped), builds
+    internal overviews with ``overview_resampling`` and writes tiles in COG order.
+    """
+    with gdal_env():
+        rasterio.shutil.copy(
+            staging,
+            destination,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            PREDICTOR=predictor,
+            BLOCKSIZE=COG_BLOCK,
+            OVERVIEW_RESAMPLING=overview_resampling,
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="2",
+        )
 
 
 def write_labels(
@@ -168,12 +277,18 @@ def write_labels(
     attrs: dict[str, Any],
     classes: list[str],
     model_name: str,
+    scratch: Path,
 ) -> None:
-    """Labels as a tiled, deflate GeoTIFF on the source grid; nodata (255) where input was invalid."""
+    """Labels as a COG on the source grid: nodata where the input was invalid, nearest overviews.
+
+    uint8 with nodata 255 up to 255 classes (255 is never a class index), else uint16
+    with nodata 65535. Class names and the model name go into the tags.
+    """
     dtype = "uint8" if len(classes) <= 255 else "uint16"
     nodata = LABEL_NODATA if dtype == "uint8" else 65535
+    staging = scratch / "labels.staging.tif"
     step = labels.chunks[0]
-    with gdal_env(), rasterio.open(path, "w", **_profile(attrs, 1, dtype, nodata)) as dst:
+    with gdal_env(), rasterio.open(staging, "w", **_profile(attrs, 1, dtype, nodata)) as dst:
         for start in range(0, labels.shape[0], step):
             stop = min(start + step, labels.shape[0])
             block = np.asarray(labels[start:stop]).astype(dtype)
@@ -183,6 +298,10 @@ def write_labels(
         dst.set_band_description(1, "class")
         dst.update_tags(model=model_name, classes=",".join(classes))
         dst.update_tags(1, **{f"class_{i}": name for i, name in enumerate(classes)})
+    try:
+        _to_cog(staging, path, "NEAREST", "NO")
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def write_probabilities(
@@ -192,11 +311,13 @@ def write_probabilities(
     attrs: dict[str, Any],
     band_names: list[str],
     model_name: str,
+    scratch: Path,
 ) -> None:
-    """Float32 GeoTIFF with one band per output channel; NaN where input was invalid."""
+    """Float32 COG, one band per output channel, NaN where the input was invalid."""
+    staging = scratch / "probabilities.staging.tif"
     step = probabilities.chunks[1]
     count = probabilities.shape[0]
-    with gdal_env(), rasterio.open(path, "w", **_profile(attrs, count, "float32", float("nan"))) as dst:
+    with gdal_env(), rasterio.open(staging, "w", **_profile(attrs, count, "float32", float("nan"))) as dst:
         for start in range(0, probabilities.shape[1], step):
             stop = min(start + step, probabilities.shape[1])
             block = np.asarray(probabilities[:, start:stop], dtype=np.float32)
@@ -206,3 +327,7 @@ def write_probabilities(
         for index, name in enumerate(band_names, start=1):
             dst.set_band_description(index, name)
         dst.update_tags(model=model_name)
+    try:
+        _to_cog(staging, path, "AVERAGE", "FLOATING_POINT")
+    finally:
+        staging.unlink(missing_ok=True)

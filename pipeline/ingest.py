@@ -32,7 +32,9 @@ def ingest(
     """Write ``folder/image.zarr`` (and ``folder/valid.zarr``); return the opened arrays."""
     spatial = source.spatial_shape
     chunks = spatial_chunks(spatial)
-    data = source.data[bands].map_blocks(normalize, normalization, dtype=np.float32)
+    declared = tuple(bool(source.declared_scale[i]) for i in bands) if source.declared_scale else ()
+    selected = source.data[bands].rechunk({0: -1})  # normalisation is per channel: whole channel axis
+    data = selected.map_blocks(normalize, normalization, declared, dtype=np.float32)
     if source.valid is not None:
         data = da.where(source.valid[None], data, np.float32(FILL_VALUE))
     data = data.rechunk((len(bands), *chunks))

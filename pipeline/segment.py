@@ -59,7 +59,7 @@ class SegmentResult:
     seconds: float
 
 
-def open_source(inputs: list[Path]) -> SourceImage:
+def open_source(inputs: list[Path], resolution_m: float | None = None) -> SourceImage:
     """Volumes for NIfTI files, rasters for anything else GDAL reads."""
     if not inputs:
         raise UsageError("no input given")
@@ -68,7 +68,7 @@ def open_source(inputs: list[Path]) -> SourceImage:
         if len(inputs) != 1:
             raise UsageError(f"a NIfTI volume is segmented on its own; got {len(inputs)} inputs")
         return open_nifti(volumes[0])
-    return open_raster(inputs)
+    return open_raster(inputs, resolution_m)
 
 
 def _check_output(path: Path, kind: str, option: str) -> None:
@@ -112,7 +112,7 @@ def segment(
 ) -> SegmentResult:
     """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
     started = time.perf_counter()
-    source = open_source(inputs)
+    source = open_source(inputs, card.inputs.resolution)
     expected_dims = 2 if source.kind == "raster" else 3
     if card.spatial_dims != expected_dims:
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {source.kind}")
@@ -124,7 +124,9 @@ def segment(
     if output.resolve() in {path.resolve() for path in inputs}:
         raise UsageError(f"-o {output}: would overwrite the input")
     _check_spacing(source, card)
-    bands = select_bands(source.band_names, card.inputs.channels, options.bands, str(inputs[0]))
+    bands = select_bands(
+        source.band_names, card.inputs.channels, options.bands, str(inputs[0]), source.common_names
+    )
     patch = _patch_size(card, options.patch_size)
     overlap = card.overlap if options.overlap is None else options.overlap
     if not 0.0 <= overlap < 1.0:
@@ -196,7 +198,9 @@ def segment(
     stats = run_engine(
         image, network, settings, labels, probabilities, DoneMarks(workdir.path / "done"), progress=progress
     )
-    write_outputs(image.attrs.asdict(), card, labels, valid, output, probabilities, options.probabilities)
+    write_outputs(
+        image.attrs.asdict(), card, labels, valid, output, probabilities, options.probabilities, workdir.path
+    )
     if default_workdir:
         shutil.rmtree(workdir.path, ignore_errors=True)
     return SegmentResult(

@@ -15,6 +15,8 @@ class SourceImage:
 
     ``valid`` is False where any band is nodata/NaN (None when every pixel is valid);
     ``attrs`` is the JSON-serialisable geometry the writers need to put outputs back.
+    ``common_names`` are names the input declares for its bands (STAC); ``declared_scale``
+    says which bands had a scale/offset applied from their metadata.
     """
 
     kind: Literal["raster", "volume"]
@@ -23,6 +25,8 @@ class SourceImage:
     band_names: list[str | None]
     paths: list[Path]
     attrs: dict[str, Any] = field(default_factory=dict)
+    common_names: list[str | None] | None = None
+    declared_scale: list[bool] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

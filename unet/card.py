@@ -59,8 +59,38 @@ class WindowNormalization(_Strict):
         return self
 
 
+class ReflectanceNormalization(_Strict):
+    """Optical bands to reflectance: bands whose file or STAC item declares a scale/offset are
+    already reflectance once it is applied; others are divided by ``divisor`` (Sentinel-2
+    and Landsat Collection 2 distribute reflectance x 10000 without declaring it)."""
+
+    kind: Literal["reflectance"]
+    divisor: float = Field(default=10000.0, gt=0)
+
+
+class ZScoreNormalization(_Strict):
+    """``(x - mean) / std`` per channel, with the training set's statistics."""
+
+    kind: Literal["zscore"]
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _matching(self) -> ZScoreNormalization:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+        return self
+
+
 Normalization = Annotated[
-    NoNormalization | LinearNormalization | WindowNormalization, Field(discriminator="kind")
+    NoNormalization
+    | LinearNormalization
+    | WindowNormalization
+    | ReflectanceNormalization
+    | ZScoreNormalization,
+    Field(discriminator="kind"),
 ]
 
 
@@ -68,6 +98,9 @@ class Inputs(_Strict):
     channels: list[str] = Field(min_length=1)
     normalization: Normalization = NoNormalization()
     spacing: tuple[float, float, float] | None = None
+    resolution: float | None = Field(
+        default=None, gt=0, description="2D: pixel size in metres the model runs at"
+    )
 
     @field_validator("normalization", mode="before")
     @classmethod
@@ -128,6 +161,16 @@ class ModelCard(_Strict):
             )
         if self.inputs.spacing is not None and self.spatial_dims != 3:
             raise ValueError("inputs.spacing applies to 3D models only")
+        if self.inputs.resolution is not None and self.spatial_dims != 2:
+            raise ValueError("inputs.resolution applies to 2D models only")
+        normalization = self.inputs.normalization
+        if isinstance(normalization, ZScoreNormalization) and len(normalization.mean) != len(
+            self.inputs.channels
+        ):
+            raise ValueError(
+                f"inputs.normalization has {len(normalization.mean)} means "
+                f"for {len(self.inputs.channels)} channels"
+            )
         if self.activation == "sigmoid" and len(self.classes) < 2:
             raise ValueError("a sigmoid model needs classes[0] (background) plus at least one class")
         return self

@@ -39,3 +39,36 @@ def test_requested_bands_take_indices_or_names() -> None:
 def test_bad_requests_name_the_option(requested: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=f"--bands.*{message}"):
         select_bands(["a", "b", "c"], ["x", "y"], requested, "f.tif")
+
+
+@pytest.mark.parametrize(
+    ("channels", "expected"),
+    [
+        (["B2", "B3", "B4", "B8A"], [1, 2, 3, 8]),
+        (["b02", "b8a", "b12"], [1, 8, 12]),
+        (["blue", "green", "red", "nir", "swir16", "swir22"], [1, 2, 3, 7, 11, 12]),
+        (["coastal", "nir08", "cirrus"], [0, 8, 10]),
+    ],
+)
+def test_sentinel2_names_match_in_either_spelling_and_by_common_name(
+    channels: list[str], expected: list[int]
+) -> None:
+    names: list[str | None] = [
+        "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12",
+    ]  # fmt: skip
+    assert select_bands(names, channels, None, "s2.tif") == expected
+
+
+def test_declared_common_names_match_stac_style_channels() -> None:
+    names: list[str | None] = ["SR_B2", "SR_B5", "SR_B4"]
+    common: list[str | None] = ["blue", "nir08", "red"]
+    assert select_bands(names, ["red", "nir08", "blue"], None, "item.json", common) == [2, 1, 0]
+
+
+def test_ambiguous_aliases_are_refused() -> None:
+    with pytest.raises(InputError, match="matches several bands"):
+        select_bands(["B2", "B02"], ["blue"], None, "x.tif")
+
+
+def test_requested_bands_accept_aliases() -> None:
+    assert select_bands(["B1", "B2", "B8A"], ["a", "b"], ["b02", "nir08"], "f.tif") == [1, 2]

@@ -67,7 +67,7 @@ def test_files_on_different_grids_are_refused(tmp_path: Path) -> None:
         tmp_path / "b.tif", data, descriptions=["b2"], transform=Affine(10, 0, 500030, 0, -10, 4650010)
     )
     card = load_card(threshold_card(tmp_path, 0.5, channels=["b1", "b2"]))
-    with pytest.raises(InputError, match=r"b\.tif: grid differs from .*a\.tif"):
+    with pytest.raises(InputError, match=r"b\.tif: grid does not line up with .*a\.tif"):
         segment([a, b], card, tmp_path / "mask.tif", CPU)
     assert not (tmp_path / "mask.tif").exists()
 
