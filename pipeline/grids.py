@@ -55,16 +55,27 @@ class Grid:
 
 
 def same_crs(a: str | None, b: str | None, grid: Grid) -> bool:
-    """True when ``a`` and ``b`` place ``grid``'s corners less than 0.1 pixel apart."""
+    """True when ``a`` and ``b`` place ``grid``'s corners less than 0.1 pixel apart.
+
+    Corners go from ``a`` to longitude/latitude on ``a``'s own datum, then from those
+    coordinates, read on ``b``'s datum, into ``b``. Datum-realisation shifts (NAD83 vs
+    NAD83(HARN), about a metre) are deliberately left out: files tagged with either
+    spelling of one zone hold the same pixel grid; different projections, zones,
+    units or ellipsoids move the corners far more than 0.1 pixel.
+    """
     if a is None or b is None:
         return a is None and b is None
     crs_a, crs_b = CRS.from_user_input(a), CRS.from_user_input(b)
     if crs_a == crs_b:
         return True
+    if crs_a.geodetic_crs is None or crs_b.geodetic_crs is None:
+        return False
     try:
-        transformer = Transformer.from_crs(crs_a, crs_b, always_xy=True)
+        to_lonlat = Transformer.from_crs(crs_a, crs_a.geodetic_crs, always_xy=True)
+        from_lonlat = Transformer.from_crs(crs_b.geodetic_crs, crs_b, always_xy=True)
         corners = grid.corners()
-        x, y = transformer.transform(corners[:, 0], corners[:, 1], errcheck=True)
+        lon, lat = to_lonlat.transform(corners[:, 0], corners[:, 1], errcheck=True)
+        x, y = from_lonlat.transform(lon, lat, errcheck=True)
     except ProjError:
         return False
     moved = np.hypot(np.asarray(x) - corners[:, 0], np.asarray(y) - corners[:, 1])

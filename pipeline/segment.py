@@ -18,13 +18,14 @@ from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import resolve_device, resolve_precision
 from pipeline.errors import InputError, UsageError
-from pipeline.geo import open_raster
+from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
 from pipeline.medical import is_nifti, open_nifti
 from pipeline.normalize import FILL_VALUE
 from pipeline.source import SourceImage
+from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import write_outputs
 from pipeline.store import DoneMarks, create_array, open_array, spatial_chunks
 from pipeline.workdir import Workdir, fingerprint
@@ -59,16 +60,33 @@ class SegmentResult:
     seconds: float
 
 
-def open_source(inputs: list[Path], resolution_m: float | None = None) -> SourceImage:
-    """Volumes for NIfTI files, rasters for anything else GDAL reads."""
+def open_source(
+    inputs: list[Path], card: ModelCard, requested: list[str] | None
+) -> tuple[SourceImage, list[int]]:
+    """The input as a lazy image, and which of its bands feed the card's channels, in order.
+
+    NIfTI files are volumes; a ``.json`` file is a STAC Item (only the matched assets
+    are opened); anything else is read by GDAL as a raster.
+    """
     if not inputs:
         raise UsageError("no input given")
-    volumes = [path for path in inputs if is_nifti(path)]
-    if volumes:
+    channels = card.inputs.channels
+    if any(is_nifti(path) for path in inputs):
         if len(inputs) != 1:
             raise UsageError(f"a NIfTI volume is segmented on its own; got {len(inputs)} inputs")
-        return open_nifti(volumes[0])
-    return open_raster(inputs, resolution_m)
+        source = open_nifti(inputs[0])
+        return source, select_bands(source.band_names, channels, requested, str(inputs[0]))
+    if any(is_stac_item(path) for path in inputs):
+        if len(inputs) != 1:
+            raise UsageError(f"a STAC Item is segmented on its own; got {len(inputs)} inputs")
+        refs = item_bands(inputs[0])
+        names = [ref.name for ref in refs]
+        picked = select_bands(names, channels, requested, str(inputs[0]), [ref.common_name for ref in refs])
+        source = open_bands([refs[i] for i in picked], card.inputs.resolution)
+        return source, list(range(len(picked)))
+    source = open_raster(inputs, card.inputs.resolution)
+    bands = select_bands(source.band_names, channels, requested, str(inputs[0]), source.common_names)
+    return source, bands
 
 
 def _check_output(path: Path, kind: str, option: str) -> None:
@@ -112,21 +130,18 @@ def segment(
 ) -> SegmentResult:
     """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
     started = time.perf_counter()
-    source = open_source(inputs, card.inputs.resolution)
-    expected_dims = 2 if source.kind == "raster" else 3
-    if card.spatial_dims != expected_dims:
-        raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {source.kind}")
+    kind = "volume" if any(is_nifti(path) for path in inputs) else "raster"
+    if card.spatial_dims != (3 if kind == "volume" else 2):
+        raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
+    source, bands = open_source(inputs, card, options.bands)
     _check_output(output, source.kind, "-o")
     if options.probabilities is not None:
         _check_output(options.probabilities, source.kind, "--probabilities")
         if options.probabilities.resolve() == output.resolve():
             raise UsageError("--probabilities must differ from -o")
-    if output.resolve() in {path.resolve() for path in inputs}:
+    if output.resolve() in {path.resolve() for path in [*inputs, *source.paths]}:
         raise UsageError(f"-o {output}: would overwrite the input")
     _check_spacing(source, card)
-    bands = select_bands(
-        source.band_names, card.inputs.channels, options.bands, str(inputs[0]), source.common_names
-    )
     patch = _patch_size(card, options.patch_size)
     overlap = card.overlap if options.overlap is None else options.overlap
     if not 0.0 <= overlap < 1.0:
@@ -159,7 +174,11 @@ def segment(
     }
     default_workdir = options.workdir is None
     workdir_path = options.workdir or output.parent / f".{output.name}.segpipe-work"
-    workdir = Workdir.prepare(workdir_path, fingerprint(inputs, card, parameters), options.resume)
+    workdir = Workdir.prepare(
+        workdir_path,
+        fingerprint(list(dict.fromkeys([*inputs, *source.paths])), card, parameters),
+        options.resume,
+    )
 
     if not workdir.finished("ingest"):
         log.info("ingesting %s into %s", ", ".join(map(str, inputs)), workdir.path)

@@ -1,0 +1,108 @@
+"""STAC Items whose assets are local files: one ``BandRef`` per band of each raster asset.
+
+Band names come from ``eo:bands`` (STAC 1.0) or ``bands`` (STAC 1.1), with their
+common names; ``raster:bands`` (or ``raster:scale``/``raster:offset``/``nodata`` on
+1.1 bands) give the scale, offset and nodata applied before the card's normalisation.
+Only raster assets are considered (GeoTIFF/COG/JP2/VRT media types or suffixes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pystac
+
+from pipeline.errors import InputError, NotFoundError
+from pipeline.geo import BandRef
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
+RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-vrt")
+
+
+def is_stac_item(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
+def _local_path(href: str, item_path: Path, key: str) -> Path:
+    parsed = urlparse(href)
+    if parsed.scheme not in ("", "file"):
+        raise InputError(f"{item_path}: asset '{key}' is not a local file ({href}); download it first")
+    return Path(parsed.path if parsed.scheme == "file" else href)
+
+
+def _is_raster(asset: pystac.Asset) -> bool:
+    media = (asset.media_type or "").lower()
+    return any(kind in media for kind in RASTER_MEDIA) or asset.href.lower().endswith(RASTER_SUFFIXES)
+
+
+def _band_entries(asset: pystac.Asset) -> list[dict[str, Any]]:
+    """One dict per band with name, common_name, scale, offset, nodata (missing: None)."""
+    fields = asset.extra_fields
+    if isinstance(fields.get("bands"), list):  # STAC 1.1
+        return [
+            {
+                "name": band.get("name"),
+                "common_name": band.get("eo:common_name"),
+                "scale": band.get("raster:scale"),
+                "offset": band.get("raster:offset"),
+                "nodata": band.get("nodata"),
+            }
+            for band in fields["bands"]
+        ]
+    eo = fields.get("eo:bands") or []
+    raster = fields.get("raster:bands") or []
+    count = max(len(eo), len(raster), 1)
+    entries = []
+    for index in range(count):
+        band = eo[index] if index < len(eo) else {}
+        values = raster[index] if index < len(raster) else {}
+        entries.append(
+            {
+                "name": band.get("name"),
+                "common_name": band.get("common_name"),
+                "scale": values.get("scale"),
+                "offset": values.get("offset"),
+                "nodata": values.get("nodata"),
+            }
+        )
+    return entries
+
+
+def item_bands(path: Path) -> list[BandRef]:
+    """Every band of every local raster asset of the STAC Item at ``path``."""
+    if not path.is_file():
+        raise NotFoundError(f"{path}: file not found")
+    try:
+        item = pystac.Item.from_file(str(path))
+    except (json.JSONDecodeError, pystac.STACError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"{path}: not a STAC Item ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
+    refs: list[BandRef] = []
+    for key, asset in item.assets.items():
+        if not _is_raster(asset):
+            continue
+        href = asset.get_absolute_href() or asset.href
+        local = _local_path(href, path, key)
+        roles = set(asset.roles or [])
+        categorical = True if roles & {"classification", "cloud", "snow-ice", "water-mask"} else None
+        for index, band in enumerate(_band_entries(asset), start=1):
+            nodata = band["nodata"]
+            refs.append(
+                BandRef(
+                    path=local,
+                    index=index,
+                    name=band["name"] or key,
+                    common_name=band["common_name"],
+                    scale=band["scale"],
+                    offset=band["offset"],
+                    nodata=None if nodata is None or isinstance(nodata, str) else float(nodata),
+                    categorical=categorical,
+                )
+            )
+    if not refs:
+        raise InputError(f"{path}: the STAC Item has no raster assets")
+    return refs
