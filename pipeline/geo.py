@@ -26,6 +26,7 @@ from rasterio.windows import Window
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
+from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
 
@@ -168,42 +169,55 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
             }
     reference = _reference_grid(grids, resolution_m)
     first = paths[0]
-    arrays: list[da.Array] = []
-    masks: list[da.Array] = []
-    declared: list[bool] = []
-    nodata_values: list[float | None] = []
+    warps: list[Resampling | None] = []
     for ref in refs:
-        grid, info = grids[ref.path], meta[ref.path]
-        warp: Resampling | None = None
-        if not same_grid(grid, reference):
-            if not resamplable_onto(grid, reference):
-                raise InputError(
-                    f"{ref.path}: grid does not line up with {first} (size {grid.height}x{grid.width}, "
-                    f"transform {grid.transform}); only resolution may differ"
-                )
-            warp = Resampling.nearest if _is_categorical(ref) else Resampling.bilinear
+        grid = grids[ref.path]
+        if same_grid(grid, reference):
+            warps.append(None)
+        elif resamplable_onto(grid, reference):
+            warps.append(Resampling.nearest if _is_categorical(ref) else Resampling.bilinear)
+        else:
+            raise InputError(
+                f"{ref.path}: grid does not line up with {first} (size {grid.height}x{grid.width}, "
+                f"transform {grid.transform}); only resolution may differ"
+            )
+    # One reader per (file, resampling): a window is opened and decoded once for all its bands.
+    groups: dict[tuple[Path, Resampling | None], list[int]] = {}
+    for position, (ref, warp) in enumerate(zip(refs, warps, strict=True)):
+        groups.setdefault((ref.path, warp), []).append(position)
+    dtype = np.result_type(*(meta[ref.path]["dtype"] for ref in refs))
+    parts: list[da.Array] = []
+    order: list[int] = []
+    for (path, warp), positions in groups.items():
+        info = meta[path]
         block_rows, block_cols = info["blocks"] if warp is None else (CHUNK_TARGET, CHUNK_TARGET)
-        chunks = (1, _chunk_edge(block_rows, reference.height), _chunk_edge(block_cols, reference.width))
-        reader = _WindowReader(ref.path, [ref.index], reference, warp, info["dtype"])
-        band = da.from_array(
+        chunks = (
+            len(positions),
+            _chunk_edge(block_rows, reference.height),
+            _chunk_edge(block_cols, reference.width),
+        )
+        reader = _WindowReader(path, [refs[p].index for p in positions], reference, warp, info["dtype"])
+        data = da.from_array(
             reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), info["dtype"])
-        )[0]
+        )
+        parts.append(data if data.dtype == dtype else data.astype(dtype))
+        order.extend(positions)
+    stacked = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    if order != sorted(order):
+        stacked = stacked[np.argsort(order)]
+    scales: list[float] = []
+    offsets: list[float] = []
+    nodata_values: list[float | None] = []
+    declared: list[bool] = []
+    for ref in refs:
+        info = meta[ref.path]
         nodata = ref.nodata if ref.nodata is not None else info["nodata"]
-        invalid = ~da.isfinite(band) if np.issubdtype(info["dtype"], np.floating) else None
-        if nodata is not None and not math.isnan(nodata):
-            equal = band == nodata
-            invalid = equal if invalid is None else invalid | equal
-        if invalid is not None:
-            masks.append(invalid)
         scale = ref.scale if ref.scale is not None else info["scales"][ref.index - 1]
         offset = ref.offset if ref.offset is not None else info["offsets"][ref.index - 1]
-        values = band.astype(np.float32)
-        if scale != 1 or offset != 0:
-            values = values * np.float32(scale) + np.float32(offset)
-        arrays.append(values)
-        declared.append(ref.scale is not None or scale != 1 or offset != 0)
-        nodata_values.append(None if nodata is None or math.isnan(nodata) else nodata)
-    valid = ~da.stack(masks).any(axis=0) if masks else None
+        scales.append(float(scale))
+        offsets.append(float(offset))
+        nodata_values.append(None if nodata is None or math.isnan(nodata) else float(nodata))
+        declared.append(ref.scale is not None or ref.offset is not None or scale != 1 or offset != 0)
     attrs = {
         "crs": reference.crs,
         "transform": list(reference.transform),
@@ -215,13 +229,15 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
     }
     return SourceImage(
         kind="raster",
-        data=da.stack(arrays),
-        valid=valid,
+        data=stacked,
         band_names=[ref.name for ref in refs],
         paths=paths,
+        scales=scales,
+        offsets=offsets,
+        nodata=nodata_values,
+        declared=declared,
         attrs=attrs,
         common_names=[ref.common_name for ref in refs],
-        declared_scale=declared,
     )
 
 
@@ -273,7 +289,7 @@ def _to_cog(staging: Path, destination: Path, overview_resampling: str, predicto
 def write_labels(
     path: Path,
     labels: ZArray,
-    valid: ZArray | None,
+    valid: ValidMask | None,
     attrs: dict[str, Any],
     classes: list[str],
     model_name: str,
@@ -307,7 +323,7 @@ def write_labels(
 def write_probabilities(
     path: Path,
     probabilities: ZArray,
-    valid: ZArray | None,
+    valid: ValidMask | None,
     attrs: dict[str, Any],
     band_names: list[str],
     model_name: str,

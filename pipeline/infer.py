@@ -34,7 +34,7 @@ from pipeline.errors import ModelError, UsageError
 from pipeline.grid import PatchGrid
 from pipeline.labels import finalize
 from pipeline.merge import StreamingMerger
-from pipeline.patches import iter_batches
+from pipeline.patches import Prepare, iter_batches
 from pipeline.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation
 
@@ -57,6 +57,7 @@ class EngineSettings:
     autocast_dtype: torch.dtype | None = None
     prefetch: int = 2
     readers: int = 2
+    prepare: Prepare | None = None  # raw stored values -> network input, per band read
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -240,7 +241,15 @@ def run_engine(
     try:
         with torch.inference_mode():
             for chunk in iter_batches(
-                image, grid, first, stop, batch, settings.fill_value, settings.prefetch, settings.readers
+                image,
+                grid,
+                first,
+                stop,
+                batch,
+                settings.fill_value,
+                settings.prefetch,
+                settings.readers,
+                settings.prepare,
             ):
                 inputs = torch.from_numpy(chunk.data).to(device, non_blocking=True)
                 tick = time.perf_counter()

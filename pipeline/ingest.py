@@ -1,9 +1,11 @@
-"""Input -> zarr: pick the card's bands, normalise, fill invalid pixels, store chunked and compressed.
+"""Input -> zarr: copy the card's bands, in their source data type, into a chunked, compressed array.
 
-Dask reads the source's block-aligned windows in parallel and writes the normalised
-``image`` (``(C, *spatial)`` float32) and, where some pixels are invalid, a ``valid``
-mask, in one pass. The source geometry goes into the image's attributes, so later
-stages need only the zarr path.
+Dask reads the source's block-aligned windows in parallel and stores ``image``
+(``(C, *spatial)``) in one pass. Nothing is converted here: the declared scale/offset,
+the card's normalisation and the fill of invalid pixels are applied when bands are
+read (``prepare.Preparation``), so ingest writes the smallest exact copy of the input,
+at close to the speed the file can be decoded. The geometry and the preparation go into
+the array's attributes, so later stages need only the zarr path.
 """
 
 from __future__ import annotations
@@ -13,45 +15,43 @@ from typing import Any
 
 import dask
 import dask.array as da
-import numpy as np
 
-from pipeline.normalize import FILL_VALUE, normalize
+from pipeline.prepare import Preparation
 from pipeline.source import SourceImage
 from pipeline.store import ZArray, create_array, spatial_chunks
 from unet.card import Normalization
 
 INGEST_WORKERS = 4
+STORE_BLOCK = 1024
 
 
-def ingest(
-    source: SourceImage,
-    bands: list[int],
-    normalization: Normalization,
-    folder: Path,
-) -> tuple[ZArray, ZArray | None]:
-    """Write ``folder/image.zarr`` (and ``folder/valid.zarr``); return the opened arrays."""
+def preparation(source: SourceImage, bands: list[int], normalization: Normalization) -> Preparation:
+    """How the selected raw bands become network input."""
+    return Preparation(
+        scales=tuple(source.scales[i] for i in bands),
+        offsets=tuple(source.offsets[i] for i in bands),
+        nodata=tuple(source.nodata[i] for i in bands),
+        declared=tuple(source.declared[i] for i in bands),
+        normalization=normalization,
+    )
+
+
+def ingest(source: SourceImage, bands: list[int], normalization: Normalization, folder: Path) -> ZArray:
+    """Write ``folder/image.zarr`` with the selected raw bands; return the opened array."""
     spatial = source.spatial_shape
     chunks = spatial_chunks(spatial)
-    declared = tuple(bool(source.declared_scale[i]) for i in bands) if source.declared_scale else ()
-    selected = source.data[bands].rechunk({0: -1})  # normalisation is per channel: whole channel axis
-    data = selected.map_blocks(normalize, normalization, declared, dtype=np.float32)
-    if source.valid is not None:
-        data = da.where(source.valid[None], data, np.float32(FILL_VALUE))
-    data = data.rechunk((len(bands), *chunks))
+    # Dask blocks span whole zarr chunks (STORE_BLOCK per axis, a multiple of the chunk edge):
+    # one store call writes many chunks at once, and no two blocks share a chunk.
+    blocks = tuple(min(n, max(c, STORE_BLOCK // c * c)) for n, c in zip(spatial, chunks, strict=True))
+    data = source.data[bands].rechunk((len(bands), *blocks))
     attrs: dict[str, Any] = {
         "kind": source.kind,
         "geometry": source.attrs,
         "band_names": [source.band_names[i] for i in bands],
         "paths": [str(p) for p in source.paths],
+        "preparation": preparation(source, bands, normalization).to_attrs(),
     }
-    image = create_array(folder / "image.zarr", data.shape, np.float32, (len(bands), *chunks), attrs)
-    sources: list[da.Array] = [data]
-    targets: list[ZArray] = [image]
-    valid: ZArray | None = None
-    if source.valid is not None:
-        valid = create_array(folder / "valid.zarr", spatial, bool, chunks, fill_value=True)
-        sources.append(source.valid.rechunk(chunks))
-        targets.append(valid)
+    image = create_array(folder / "image.zarr", data.shape, data.dtype, (len(bands), *chunks), attrs)
     with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
-        da.store(sources, targets, lock=False)  # type: ignore[arg-type]
-    return image, valid
+        da.store(data, image, lock=False)  # type: ignore[arg-type]
+    return image

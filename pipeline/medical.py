@@ -20,6 +20,7 @@ from nibabel.orientations import io_orientation
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.orientation import from_ras, ras_region, to_ras
+from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
 
@@ -44,7 +45,7 @@ def _load(path: Path) -> Any:
 
 
 def open_nifti(path: Path) -> SourceImage:
-    """A single-channel volume ``(1, I, J, K)`` in RAS voxel order; NaN/inf voxels are invalid."""
+    """A single-channel float32 volume ``(1, I, J, K)`` in RAS voxel order; NaN/inf voxels are invalid."""
     image = _load(path)
     shape = tuple(int(n) for n in image.shape)
     if len(shape) == 4 and shape[3] == 1:
@@ -61,10 +62,7 @@ def open_nifti(path: Path) -> SourceImage:
     )
     if data.ndim == 4:
         data = data[..., 0]
-    data = to_ras(data.astype(np.float32), ornt)
-    valid = (
-        da.isfinite(data) if np.issubdtype(image.get_data_dtype(), np.floating) or _scaled(image) else None
-    )
+    data = to_ras(data.astype(np.float32), ornt)  # the proxy applies scl_slope/scl_inter
     attrs = {
         "source": str(path),
         "shape": list(shape),
@@ -73,13 +71,16 @@ def open_nifti(path: Path) -> SourceImage:
         "zooms": [float(z) for z in image.header.get_zooms()[:3]],
     }
     return SourceImage(
-        kind="volume", data=data[None], valid=valid, band_names=[None], paths=[path], attrs=attrs
+        kind="volume",
+        data=data[None],
+        band_names=[None],
+        paths=[path],
+        scales=[1.0],
+        offsets=[0.0],
+        nodata=[None],
+        declared=[False],
+        attrs=attrs,
     )
-
-
-def _scaled(image: Any) -> bool:
-    slope, inter = image.header.get_slope_inter()
-    return slope is not None and (slope != 1 or (inter or 0) != 0)
 
 
 def _output_header(source: Path, dtype: np.dtype[Any], channels: int | None) -> Any:
@@ -111,7 +112,7 @@ def write_nifti(
     attrs: dict[str, Any],
     dtype: np.dtype[Any],
     channels: int | None = None,
-    valid: ZArray | None = None,
+    valid: ValidMask | None = None,
     invalid_value: float = 0,
 ) -> None:
     """Write ``array`` (RAS order; ``(I, J, K)`` or ``(C, I, J, K)``) in the source's voxel order.

@@ -4,13 +4,14 @@ A thread pool reads whole bands (all columns of the rows one first-axis start co
 from the zarr array, so each stored chunk is decoded once per band rather than once per
 patch; patches are sliced from those bands. Parts of a band outside the array (an
 input smaller than the patch) are filled with ``fill_value``. Only ``prefetch`` bands
-beyond the current one are held.
+beyond the current one are held. ``prepare`` turns raw stored values into network
+input (``prepare.Preparation``) as each band is read.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.grid import PatchGrid
+
+Prepare = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,13 @@ class Batch:
 class BandReader:
     """Reads band ``s0`` of ``array`` (C, *spatial) in padded coordinates."""
 
-    def __init__(self, array: Any, grid: PatchGrid, fill_value: float) -> None:
+    def __init__(
+        self, array: Any, grid: PatchGrid, fill_value: float, prepare: Prepare | None = None
+    ) -> None:
         self.array = array
         self.grid = grid
         self.fill_value = fill_value
+        self.prepare = prepare
 
     def __call__(self, start: int) -> np.ndarray:
         grid = self.grid
@@ -47,7 +53,8 @@ class BandReader:
             src_lo, src_hi = max(lo, 0), min(hi, size)
             source.append(slice(src_lo, src_hi))
             target.append(slice(src_lo - lo, src_hi - lo))
-        band[(slice(None), *target)] = np.asarray(self.array[(slice(None), *source)], dtype=np.float32)
+        raw = np.asarray(self.array[(slice(None), *source)])
+        band[(slice(None), *target)] = self.prepare(raw) if self.prepare is not None else raw
         return band
 
 
@@ -60,11 +67,12 @@ def iter_batches(
     fill_value: float = 0.0,
     prefetch: int = 2,
     workers: int = 2,
+    prepare: Prepare | None = None,
 ) -> Iterator[Batch]:
     """Batches of patches ``first .. stop`` (``first`` a multiple of ``batch_size``)."""
     positions = grid.positions
     band_starts = sorted({positions[i][0] for i in range(first, stop)})
-    read = BandReader(array, grid, fill_value)
+    read = BandReader(array, grid, fill_value, prepare)
     bands: OrderedDict[int, Future[np.ndarray]] = OrderedDict()
     next_band = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segpipe-read") as pool:

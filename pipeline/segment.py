@@ -24,6 +24,7 @@ from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
 from pipeline.medical import is_nifti, open_nifti
 from pipeline.normalize import FILL_VALUE
+from pipeline.prepare import Preparation, ValidMask
 from pipeline.source import SourceImage
 from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import write_outputs
@@ -152,22 +153,12 @@ def segment(
     autocast = resolve_precision(options.precision, device, card.amp)
     network = load_network(card, device)
 
-    settings = EngineSettings(
-        patch=patch,
-        overlap=overlap,
-        activation=card.activation,
-        n_classes=len(card.classes),
-        blend=card.blend,
-        batch_size=options.batch_size,
-        fill_value=FILL_VALUE,
-        device=device,
-        autocast_dtype=autocast,
-    )
     parameters = {
         "bands": bands,
         "patch": list(patch),
         "overlap": overlap,
         "batch_size": options.batch_size,
+        "blend": card.blend,
         "device": device.type,
         "autocast": str(autocast),
         "probabilities": options.probabilities is not None,
@@ -182,13 +173,24 @@ def segment(
 
     if not workdir.finished("ingest"):
         log.info("ingesting %s into %s", ", ".join(map(str, inputs)), workdir.path)
-        image, valid = ingest(source, bands, card.inputs.normalization, workdir.path)
+        image = ingest(source, bands, card.inputs.normalization, workdir.path)
         workdir.finish("ingest")
     else:
         log.info("resuming: ingest already finished in %s", workdir.path)
         image = open_array(workdir.path / "image.zarr")
-        valid_path = workdir.path / "valid.zarr"
-        valid = open_array(valid_path) if valid_path.exists() else None
+    prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+    settings = EngineSettings(
+        patch=patch,
+        overlap=overlap,
+        activation=card.activation,
+        n_classes=len(card.classes),
+        blend=card.blend,
+        batch_size=options.batch_size,
+        fill_value=FILL_VALUE,
+        device=device,
+        autocast_dtype=autocast,
+        prepare=prepare,
+    )
 
     spatial = tuple(image.shape[1:])
     chunks = spatial_chunks(spatial)
@@ -218,7 +220,14 @@ def segment(
         image, network, settings, labels, probabilities, DoneMarks(workdir.path / "done"), progress=progress
     )
     write_outputs(
-        image.attrs.asdict(), card, labels, valid, output, probabilities, options.probabilities, workdir.path
+        image.attrs.asdict(),
+        card,
+        labels,
+        ValidMask(image, prepare),
+        output,
+        probabilities,
+        options.probabilities,
+        workdir.path,
     )
     if default_workdir:
         shutil.rmtree(workdir.path, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""What a reader hands to ingest: a lazy image in model axis order plus its geometry."""
+"""What a reader hands to ingest: a lazy image of raw values in model axis order, plus metadata."""
 
 from __future__ import annotations
 
@@ -11,22 +11,26 @@ import dask.array as da
 
 @dataclass(frozen=True)
 class SourceImage:
-    """``data`` is ``(C, rows, cols)`` for rasters, ``(C, I, J, K)`` in RAS voxel order for volumes.
+    """``data`` holds the stored values (no scaling applied), ``(C, rows, cols)`` for rasters and
+    ``(C, I, J, K)`` in RAS voxel order for volumes.
 
-    ``valid`` is False where any band is nodata/NaN (None when every pixel is valid);
-    ``attrs`` is the JSON-serialisable geometry the writers need to put outputs back.
-    ``common_names`` are names the input declares for its bands (STAC); ``declared_scale``
-    says which bands had a scale/offset applied from their metadata.
+    Per band: ``scales``/``offsets`` declared by the file or STAC item (physical value =
+    raw x scale + offset), ``declared`` whether there was such a declaration, and
+    ``nodata`` (None: none; NaN and inf are always invalid). ``attrs`` is the
+    JSON-serialisable geometry the writers need; ``common_names`` are band names the
+    input declares (STAC).
     """
 
     kind: Literal["raster", "volume"]
     data: da.Array
-    valid: da.Array | None
     band_names: list[str | None]
     paths: list[Path]
+    scales: list[float]
+    offsets: list[float]
+    nodata: list[float | None]
+    declared: list[bool]
     attrs: dict[str, Any] = field(default_factory=dict)
     common_names: list[str | None] | None = None
-    declared_scale: list[bool] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline import geo, medical
 from pipeline.atomic import atomic_outputs
+from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
 from unet.card import ModelCard
 
@@ -22,7 +23,7 @@ def write_outputs(
     image_attrs: dict[str, Any],
     card: ModelCard,
     labels: ZArray,
-    valid: ZArray | None,
+    valid: ValidMask | None,
     output: Path,
     probabilities: ZArray | None = None,
     probabilities_path: Path | None = None,
