@@ -18,7 +18,9 @@ def _network(device: torch.device) -> torch.nn.Module:
 
 def test_cuda_engine_matches_cpu_in_fp32() -> None:
     x = np.random.default_rng(0).random((2, 150, 97), dtype=np.float32)
-    cpu = infer_array(x, _network(torch.device("cpu")), EngineSettings((64, 64), 0.25, "softmax", 3, batch_size=4))
+    cpu = infer_array(
+        x, _network(torch.device("cpu")), EngineSettings((64, 64), 0.25, "softmax", 3, batch_size=4)
+    )
     cuda_device = resolve_device("cuda")
     settings = EngineSettings((64, 64), 0.25, "softmax", 3, batch_size=4, device=cuda_device)
     gpu = infer_array(x, _network(cuda_device), settings)
@@ -32,5 +34,7 @@ def test_auto_precision_on_cuda_is_half_and_agrees_with_fp32() -> None:
     x = np.random.default_rng(1).random((2, 128, 128), dtype=np.float32)
     network = _network(device)
     full = infer_array(x, network, EngineSettings((64, 64), 0.25, "softmax", 3, device=device))
-    half = infer_array(x, network, EngineSettings((64, 64), 0.25, "softmax", 3, device=device, autocast_dtype=dtype))
+    half = infer_array(
+        x, network, EngineSettings((64, 64), 0.25, "softmax", 3, device=device, autocast_dtype=dtype)
+    )
     assert np.abs(half[0] - full[0]).max() <= 0.05
