@@ -67,6 +67,20 @@ def segment(
     probabilities: Annotated[
         Path | None, typer.Option("--probabilities", help="Also write float32 class probabilities here.")
     ] = None,
+    polygons: Annotated[
+        Path | None,
+        typer.Option("--polygons", help="Class polygons (.gpkg, .geojson)."),
+    ] = None,
+    polygon_classes: Annotated[
+        str | None, typer.Option("--polygon-classes", help="Classes to polygonise (names or indices).")
+    ] = None,
+    min_area: Annotated[float, typer.Option("--min-area", help="Drop polygons under this area (m2).")] = 0.0,
+    simplify: Annotated[
+        float, typer.Option("--simplify", help="Simplify tolerance (pixels).")
+    ] = 0.0,
+    stats: Annotated[
+        Path | None, typer.Option("--stats", help="Per-class counts and areas (km2) or volumes (mL), JSON.")
+    ] = None,
     bands: Annotated[
         str | None, typer.Option("--bands", help="Bands for the card's channels: 1-based indices or names.")
     ] = None,
@@ -103,6 +117,11 @@ def segment(
         overlap=overlap,
         precision=precision,
         probabilities=probabilities,
+        polygons=polygons,
+        polygon_classes=polygon_classes.split(",") if polygon_classes else None,
+        min_area_m2=min_area,
+        simplify=simplify,
+        stats=stats,
         workdir=workdir,
         resume=not no_resume,
     )

@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,9 @@ from pipeline.normalize import FILL_VALUE
 from pipeline.prepare import Preparation, ValidMask
 from pipeline.source import SourceImage
 from pipeline.stac import is_stac_item, item_bands
-from pipeline.stitch import write_outputs
+from pipeline.stitch import OutputPaths, write_outputs
 from pipeline.store import DoneMarks, create_array, open_array, spatial_chunks
+from pipeline.vectorize import PolygonOptions
 from pipeline.workdir import Workdir, fingerprint
 from unet.card import ModelCard
 from unet.loaders import load_network
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 RASTER_OUTPUTS = (".tif", ".tiff")
 VOLUME_OUTPUTS = (".nii", ".nii.gz")
+POLYGON_OUTPUTS = (".gpkg", ".geojson", ".json")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class SegmentOptions:
     overlap: float | None = None
     precision: str = "auto"
     probabilities: Path | None = None
+    polygons: Path | None = None
+    polygon_classes: list[str] | None = None
+    min_area_m2: float = 0.0
+    simplify: float = 0.0
+    stats: Path | None = None
     workdir: Path | None = None
     resume: bool = True
 
@@ -59,6 +67,7 @@ class SegmentResult:
     device: str
     stats: EngineStats
     seconds: float
+    statistics: dict[str, Any] | None = None
 
 
 def open_source(
@@ -90,11 +99,49 @@ def open_source(
     return source, bands
 
 
-def _check_output(path: Path, kind: str, option: str) -> None:
-    allowed = RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS
-    if not path.name.lower().endswith(allowed):
-        raise UsageError(f"{option} {path}: a {kind} input needs a {' or '.join(allowed)} output")
-    check_writable(path)
+def _check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
+    """Suffixes that fit the input, writable folders, all distinct, none of them an input."""
+    kind = source.kind
+    suffixes = {
+        "-o": (paths.labels, RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS),
+        "--probabilities": (paths.probabilities, RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS),
+        "--polygons": (paths.polygons, POLYGON_OUTPUTS),
+        "--stats": (paths.stats, (".json",)),
+    }
+    if paths.polygons is not None and kind != "raster":
+        raise UsageError(f"--polygons {paths.polygons}: polygons are made for raster inputs only")
+    for option, (path, allowed) in suffixes.items():
+        if path is None:
+            continue
+        if not path.name.lower().endswith(allowed):
+            raise UsageError(f"{option} {path}: a {kind} input needs a {' or '.join(allowed)} file here")
+        check_writable(path)
+    resolved = [path.resolve() for path in paths.requested()]
+    if len(set(resolved)) != len(resolved):
+        raise UsageError("-o, --probabilities, --polygons and --stats must name different files")
+    taken = {path.resolve() for path in [*inputs, *source.paths]}
+    for path in paths.requested():
+        if path.resolve() in taken:
+            raise UsageError(f"{path}: would overwrite an input")
+
+
+def _polygon_options(card: ModelCard, options: SegmentOptions) -> PolygonOptions:
+    if options.min_area_m2 < 0 or options.simplify < 0:
+        raise UsageError("--min-area and --simplify must be >= 0")
+    if options.polygon_classes is None:
+        return PolygonOptions(min_area_m2=options.min_area_m2, simplify=options.simplify)
+    indices = []
+    for entry in options.polygon_classes:
+        token = entry.strip()
+        if token.isdigit() and int(token) < len(card.classes):
+            indices.append(int(token))
+        elif token in card.classes:
+            indices.append(card.classes.index(token))
+        else:
+            raise UsageError(
+                f"--polygon-classes: '{token}' is not a class of {card.name} ({', '.join(card.classes)})"
+            )
+    return PolygonOptions(classes=tuple(indices), min_area_m2=options.min_area_m2, simplify=options.simplify)
 
 
 def _patch_size(card: ModelCard, requested: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -135,13 +182,9 @@ def segment(
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
     source, bands = open_source(inputs, card, options.bands)
-    _check_output(output, source.kind, "-o")
-    if options.probabilities is not None:
-        _check_output(options.probabilities, source.kind, "--probabilities")
-        if options.probabilities.resolve() == output.resolve():
-            raise UsageError("--probabilities must differ from -o")
-    if output.resolve() in {path.resolve() for path in [*inputs, *source.paths]}:
-        raise UsageError(f"-o {output}: would overwrite the input")
+    paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
+    _check_outputs(paths, source, inputs)
+    polygon_options = _polygon_options(card, options)
     _check_spacing(source, card)
     patch = _patch_size(card, options.patch_size)
     overlap = card.overlap if options.overlap is None else options.overlap
@@ -219,15 +262,15 @@ def segment(
     stats = run_engine(
         image, network, settings, labels, probabilities, DoneMarks(workdir.path / "done"), progress=progress
     )
-    write_outputs(
+    stats_written = write_outputs(
         image.attrs.asdict(),
         card,
         labels,
         ValidMask(image, prepare),
-        output,
+        paths,
         probabilities,
-        options.probabilities,
         workdir.path,
+        polygon_options,
     )
     if default_workdir:
         shutil.rmtree(workdir.path, ignore_errors=True)
@@ -237,4 +280,5 @@ def segment(
         device=str(device),
         stats=stats,
         seconds=time.perf_counter() - started,
+        statistics=stats_written,
     )

@@ -66,7 +66,7 @@ def _bad_cases(tmp: Path, scene: Path, card: Path) -> dict[str, tuple[list[objec
         "output folder": ([scene, "-m", card, "-o", tmp / "nowhere" / "m.tif"], "output folder"),
         "output format": (
             [scene, "-m", card, "-o", tmp / "m.nii.gz"],
-            "a raster input needs a .tif or .tiff output",
+            "a raster input needs a .tif or .tiff file",
         ),
         "3D card on raster": ([scene, "-m", "random-unet-3d"], "is 3D but"),
         "unknown option": ([scene, "-m", card, "--colour", "red"], "No such option"),
