@@ -37,15 +37,26 @@ def argmax_channels(values: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Ten
     return index, best
 
 
+def labels_from_probabilities(
+    probabilities: torch.Tensor, activation: Activation, n_classes: int
+) -> torch.Tensor:
+    """Labels from activated outputs ``(K, ...)``: argmax, or for sigmoid the rule above."""
+    dtype = label_dtype(n_classes)
+    index, best = argmax_channels(probabilities, dtype)
+    if activation != "sigmoid":
+        return index
+    foreground = index + 1
+    return torch.where(best >= SIGMOID_THRESHOLD, foreground, torch.zeros_like(foreground))
+
+
 def finalize(
     blended: torch.Tensor, activation: Activation, n_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probabilities float32 (K, ...), labels (...))`` from blended outputs ``(K, ...)``."""
-    dtype = label_dtype(n_classes)
-    if activation == "sigmoid":
+    if activation == "softmax":
+        probabilities = torch.softmax(blended, dim=0)
+    elif activation == "sigmoid":
         probabilities = torch.sigmoid(blended)
-        index, best = argmax_channels(probabilities, dtype)
-        foreground = index + 1
-        return probabilities, torch.where(best >= SIGMOID_THRESHOLD, foreground, torch.zeros_like(foreground))
-    probabilities = torch.softmax(blended, dim=0) if activation == "softmax" else blended
-    return probabilities, argmax_channels(probabilities, dtype)[0]
+    else:
+        probabilities = blended
+    return probabilities, labels_from_probabilities(probabilities, activation, n_classes)

@@ -9,27 +9,30 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import resolve_device, resolve_precision
-from pipeline.errors import InputError, UsageError
+from pipeline.errors import UsageError
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
+from pipeline.labels import labels_from_probabilities
 from pipeline.medical import is_nifti, open_nifti
 from pipeline.normalize import FILL_VALUE
 from pipeline.prepare import Preparation, ValidMask
+from pipeline.resample import model_shape, resample
 from pipeline.source import SourceImage
 from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import OutputPaths, write_outputs
-from pipeline.store import DoneMarks, create_array, open_array, spatial_chunks
+from pipeline.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
 from pipeline.vectorize import PolygonOptions
 from pipeline.workdir import Workdir, fingerprint
 from unet.card import ModelCard
@@ -157,16 +160,38 @@ def _patch_size(card: ModelCard, requested: tuple[int, ...] | None) -> tuple[int
     return requested
 
 
-def _check_spacing(source: SourceImage, card: ModelCard) -> None:
-    if card.inputs.spacing is None or source.kind != "volume":
-        return
+def ras_spacing(source: SourceImage) -> tuple[float, float, float]:
+    """Voxel spacing along the RAS-ordered axes the model sees."""
+    ornt = np.asarray(source.attrs["ornt"])
     zooms = source.attrs["zooms"]
-    ras_zooms = [zooms[int(np.asarray(source.attrs["ornt"])[:, 0].tolist().index(axis))] for axis in range(3)]
-    if not np.allclose(ras_zooms, card.inputs.spacing, rtol=0.01):
-        raise InputError(
-            f"{source.paths[0]}: voxel spacing {[round(z, 4) for z in ras_zooms]} differs from the card's "
-            f"inputs.spacing {list(card.inputs.spacing)}; resampling is not supported yet"
-        )
+    spacing = [0.0, 0.0, 0.0]
+    for stored_axis, (ras_axis, _) in enumerate(ornt):
+        spacing[int(ras_axis)] = float(zooms[stored_axis])
+    return spacing[0], spacing[1], spacing[2]
+
+
+def _to_model_grid(image: ZArray, prepare: Preparation, shape: tuple[int, ...], folder: Path) -> ZArray:
+    """The prepared (normalised, filled) image resampled onto the model grid, as zarr."""
+    resampled = resample(prepare(np.asarray(image[...])), shape)
+    array = create_array(
+        folder / "model_image.zarr", resampled.shape, np.float32, (resampled.shape[0], *spatial_chunks(shape))
+    )
+    array[...] = resampled
+    return array
+
+
+def _to_source_grid(
+    model_probabilities: ZArray,
+    card: ModelCard,
+    labels: ZArray,
+    probabilities: ZArray | None,
+) -> None:
+    """Probabilities back onto the source grid (linear), labels from them."""
+    back = resample(np.asarray(model_probabilities[...]), tuple(labels.shape))
+    classes = labels_from_probabilities(torch.from_numpy(back), card.activation, len(card.classes))
+    labels[...] = classes.numpy()
+    if probabilities is not None:
+        probabilities[...] = back
 
 
 def segment(
@@ -185,7 +210,9 @@ def segment(
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     polygon_options = _polygon_options(card, options)
-    _check_spacing(source, card)
+    grid_shape = None
+    if source.kind == "volume" and card.inputs.spacing is not None:
+        grid_shape = model_shape(source.spatial_shape, ras_spacing(source), card.inputs.spacing)
     patch = _patch_size(card, options.patch_size)
     overlap = card.overlap if options.overlap is None else options.overlap
     if not 0.0 <= overlap < 1.0:
@@ -237,31 +264,56 @@ def segment(
 
     spatial = tuple(image.shape[1:])
     chunks = spatial_chunks(spatial)
-    labels_path = workdir.path / "labels.zarr"
-    probabilities_path = workdir.path / "probabilities.zarr"
     label_dtype = np.uint8 if len(card.classes) <= 255 else np.uint16
-    resumed = labels_path.exists()
-    labels = open_array(labels_path) if resumed else create_array(labels_path, spatial, label_dtype, chunks)
+    done = workdir.path / "done"
+    resumed = (workdir.path / "labels.zarr").exists()
+
+    def intermediate(name: str, shape: tuple[int, ...], dtype: Any, chunking: tuple[int, ...]) -> ZArray:
+        path = workdir.path / f"{name}.zarr"
+        return open_array(path) if resumed else create_array(path, shape, dtype, chunking)
+
+    labels = intermediate("labels", spatial, label_dtype, chunks)
     probabilities = None
     if options.probabilities is not None:
-        probabilities = (
-            open_array(probabilities_path)
-            if resumed
-            else create_array(
-                probabilities_path, (settings.output_channels, *spatial), np.float32, (1, *chunks)
-            )
+        probabilities = intermediate(
+            "probabilities", (settings.output_channels, *spatial), np.float32, (1, *chunks)
         )
+    if grid_shape is None:
+        engine_image = image
+        engine_labels, engine_probabilities = labels, probabilities
+    else:
+        log.info("resampling %s from %s to the model grid %s", inputs[0], spatial, grid_shape)
+        engine_image = (
+            open_array(workdir.path / "model_image.zarr")
+            if resumed
+            else _to_model_grid(image, prepare, grid_shape, workdir.path)
+        )
+        settings = replace(settings, prepare=None)
+        model_chunks = spatial_chunks(grid_shape)
+        engine_labels = intermediate("model_labels", grid_shape, label_dtype, model_chunks)
+        engine_probabilities = intermediate(
+            "model_probabilities", (settings.output_channels, *grid_shape), np.float32, (1, *model_chunks)
+        )
+    model_spatial = tuple(engine_image.shape[1:])
     log.info(
         "running %s on %s: %d patches of %s, batch %d",
         card.name,
         device,
-        len(PatchGrid(spatial, patch, overlap)),
+        len(PatchGrid(model_spatial, patch, overlap)),
         "x".join(map(str, patch)),
         options.batch_size,
     )
     stats = run_engine(
-        image, network, settings, labels, probabilities, DoneMarks(workdir.path / "done"), progress=progress
+        engine_image,
+        network,
+        settings,
+        engine_labels,
+        engine_probabilities,
+        DoneMarks(done),
+        progress=progress,
     )
+    if grid_shape is not None and engine_probabilities is not None:
+        _to_source_grid(engine_probabilities, card, labels, probabilities)
     stats_written = write_outputs(
         image.attrs.asdict(),
         card,
