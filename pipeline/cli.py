@@ -75,9 +75,7 @@ def segment(
         str | None, typer.Option("--polygon-classes", help="Classes to polygonise (names or indices).")
     ] = None,
     min_area: Annotated[float, typer.Option("--min-area", help="Drop polygons under this area (m2).")] = 0.0,
-    simplify: Annotated[
-        float, typer.Option("--simplify", help="Simplify tolerance (pixels).")
-    ] = 0.0,
+    simplify: Annotated[float, typer.Option("--simplify", help="Simplify tolerance (pixels).")] = 0.0,
     stats: Annotated[
         Path | None, typer.Option("--stats", help="Per-class counts and areas (km2) or volumes (mL), JSON.")
     ] = None,
