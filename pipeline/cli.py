@@ -63,7 +63,9 @@ def segment(
         list[Path], typer.Argument(help="Input file(s): a GeoTIFF, single-band files, or a NIfTI.")
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model card path or bundled card name.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Label output (.tif or .nii/.nii.gz).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Labels: .tif (COG), .nii/.nii.gz, or .dcm (DICOM SEG).")
+    ],
     probabilities: Annotated[
         Path | None, typer.Option("--probabilities", help="Also write float32 class probabilities here.")
     ] = None,
@@ -81,6 +83,9 @@ def segment(
     ] = None,
     bands: Annotated[
         str | None, typer.Option("--bands", help="Bands for the card's channels: 1-based indices or names.")
+    ] = None,
+    series: Annotated[
+        str | None, typer.Option("--series", help="DICOM folder: the SeriesInstanceUID to segment.")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per network call.")] = 4,
@@ -109,6 +114,7 @@ def segment(
     card = load_card(model)
     options = SegmentOptions(
         bands=bands.split(",") if bands else None,
+        series=series,
         device=device,
         batch_size=batch_size,
         patch_size=_int_list(patch_size, "--patch-size"),

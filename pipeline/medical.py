@@ -64,6 +64,7 @@ def open_nifti(path: Path) -> SourceImage:
         data = data[..., 0]
     data = to_ras(data.astype(np.float32), ornt)  # the proxy applies scl_slope/scl_inter
     attrs = {
+        "source_format": "nifti",
         "source": str(path),
         "shape": list(shape),
         "ornt": ornt.tolist(),
@@ -83,14 +84,29 @@ def open_nifti(path: Path) -> SourceImage:
     )
 
 
-def _output_header(source: Path, dtype: np.dtype[Any], channels: int | None) -> Any:
-    header = _load(source).header.copy()
+def _output_header(attrs: dict[str, Any], dtype: np.dtype[Any], channels: int | None) -> Any:
+    """The source's own header (NIfTI sources) or one built from the source geometry.
+
+    NIfTI: the header is copied as stored, only the data type (and the 4th dimension for
+    probabilities) changes; qform/sform and their codes are never recomputed. Other
+    sources (DICOM, NRRD): qform and sform both hold the scanner affine, code 1.
+    """
+    shape = tuple(int(n) for n in attrs["shape"])
+    if attrs.get("source_format", "nifti") == "nifti":
+        header = _load(Path(attrs["source"])).header.copy()
+        zooms = tuple(header.get_zooms()[:3])
+    else:
+        header = nib.Nifti1Header()
+        affine = np.asarray(attrs["affine"])
+        header.set_data_shape(shape)
+        header.set_qform(affine, code=1)
+        header.set_sform(affine, code=1)
+        header.set_xyzt_units("mm")
+        zooms = tuple(float(z) for z in attrs["zooms"])
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)
     header["cal_min"], header["cal_max"] = 0.0, 0.0
     header["vox_offset"] = 0  # recomputed by write_to for the (unchanged) extensions
-    zooms = tuple(header.get_zooms()[:3])
-    shape = tuple(int(n) for n in header.get_data_shape()[:3])
     if channels is None:
         header.set_data_shape(shape)
         header.set_zooms(zooms)
@@ -98,6 +114,63 @@ def _output_header(source: Path, dtype: np.dtype[Any], channels: int | None) -> 
         header.set_data_shape((*shape, channels))
         header.set_zooms((*zooms, 1.0))
     return header
+
+
+NRRD_SPACES = {
+    "left-posterior-superior": np.diag([-1.0, -1.0, 1.0]),
+    "right-anterior-superior": np.eye(3),
+    "left-anterior-superior": np.diag([-1.0, 1.0, 1.0]),
+    "scanner-xyz": np.eye(3),
+}
+
+
+def is_nrrd(path: Path) -> bool:
+    return path.name.lower().endswith((".nrrd", ".nhdr"))
+
+
+def open_nrrd(path: Path) -> SourceImage:
+    """A scalar 3-D NRRD as a float32 volume in RAS voxel order (read whole: NRRD has no chunks)."""
+    import nrrd  # pynrrd: only needed for this format
+
+    if not path.exists():
+        raise NotFoundError(f"{path}: file not found")
+    try:
+        data, header = nrrd.read(str(path))
+    except (nrrd.NRRDError, OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a readable NRRD file ({str(exc).splitlines()[0]})") from None
+    if data.ndim != 3 or 0 in data.shape:
+        raise InputError(f"{path}: expected a scalar 3-D volume, got shape {data.shape}")
+    space = str(header.get("space", "")).lower()
+    directions = header.get("space directions")
+    if space not in NRRD_SPACES or directions is None:
+        raise InputError(
+            f"{path}: NRRD without a supported 'space' and 'space directions' ({space or 'none'})"
+        )
+    space_to_ras = NRRD_SPACES[space]
+    affine = np.eye(4)
+    affine[:3, :3] = space_to_ras @ np.asarray(directions, dtype=float).T
+    affine[:3, 3] = space_to_ras @ np.asarray(header.get("space origin", [0.0, 0.0, 0.0]), dtype=float)
+    ornt = io_orientation(affine)
+    volume = da.from_array(np.asarray(data, dtype=np.float32), chunks=(-1, -1, min(SLAB, data.shape[2])))
+    attrs = {
+        "source_format": "nrrd",
+        "source": str(path),
+        "shape": list(data.shape),
+        "ornt": ornt.tolist(),
+        "affine": affine.tolist(),
+        "zooms": [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)],
+    }
+    return SourceImage(
+        kind="volume",
+        data=to_ras(volume, ornt)[None],
+        band_names=[None],
+        paths=[path],
+        scales=[1.0],
+        offsets=[0.0],
+        nodata=[None],
+        declared=[False],
+        attrs=attrs,
+    )
 
 
 def _open_out(path: Path) -> IO[bytes]:
@@ -120,11 +193,10 @@ def write_nifti(
     ``channels`` set means a 4-D ``(X, Y, Z, C)`` output (probabilities). Voxels where
     ``valid`` is False get ``invalid_value``.
     """
-    source = Path(attrs["source"])
     ornt = np.asarray(attrs["ornt"])
     shape = tuple(attrs["shape"])
     ras_shape = tuple(array.shape[-3:])
-    header = _output_header(source, dtype, channels)
+    header = _output_header(attrs, dtype, channels)
     stored_dtype = header.get_data_dtype()  # carries the source header's byte order
     with _open_out(path) as handle:
         header.write_to(handle)

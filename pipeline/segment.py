@@ -19,13 +19,14 @@ import torch
 from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import resolve_device, resolve_precision
+from pipeline.dicom import open_dicom
 from pipeline.errors import UsageError
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
 from pipeline.labels import labels_from_probabilities
-from pipeline.medical import is_nifti, open_nifti
+from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
 from pipeline.prepare import Preparation, ValidMask
 from pipeline.resample import model_shape, resample
@@ -48,6 +49,7 @@ POLYGON_OUTPUTS = (".gpkg", ".geojson", ".json")
 @dataclass(frozen=True)
 class SegmentOptions:
     bands: list[str] | None = None
+    series: str | None = None
     device: str = "auto"
     batch_size: int = 4
     patch_size: tuple[int, ...] | None = None
@@ -73,8 +75,21 @@ class SegmentResult:
     statistics: dict[str, Any] | None = None
 
 
+def is_volume(path: Path) -> bool:
+    """NIfTI and NRRD files, and folders (DICOM series), are volumes."""
+    return is_nifti(path) or is_nrrd(path) or path.is_dir()
+
+
+def open_volume(path: Path, series: str | None = None, modality: str | None = None) -> SourceImage:
+    if is_nifti(path):
+        return open_nifti(path)
+    if is_nrrd(path):
+        return open_nrrd(path)
+    return open_dicom(path, series, modality)
+
+
 def open_source(
-    inputs: list[Path], card: ModelCard, requested: list[str] | None
+    inputs: list[Path], card: ModelCard, requested: list[str] | None, series: str | None = None
 ) -> tuple[SourceImage, list[int]]:
     """The input as a lazy image, and which of its bands feed the card's channels, in order.
 
@@ -84,10 +99,10 @@ def open_source(
     if not inputs:
         raise UsageError("no input given")
     channels = card.inputs.channels
-    if any(is_nifti(path) for path in inputs):
+    if any(is_volume(path) for path in inputs):
         if len(inputs) != 1:
-            raise UsageError(f"a NIfTI volume is segmented on its own; got {len(inputs)} inputs")
-        source = open_nifti(inputs[0])
+            raise UsageError(f"a volume is segmented on its own; got {len(inputs)} inputs")
+        source = open_volume(inputs[0], series, card.inputs.modality)
         return source, select_bands(source.band_names, channels, requested, str(inputs[0]))
     if any(is_stac_item(path) for path in inputs):
         if len(inputs) != 1:
@@ -105,8 +120,15 @@ def open_source(
 def _check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
     """Suffixes that fit the input, writable folders, all distinct, none of them an input."""
     kind = source.kind
+    dicom = source.attrs.get("source_format") == "dicom"
+    if paths.labels.name.lower().endswith(".dcm") and not dicom:
+        raise UsageError(
+            f"-o {paths.labels}: a DICOM SEG needs source DICOM images, but {inputs[0]} is not a DICOM "
+            "series; write .nii or .nii.gz"
+        )
+    labels_allowed = (*VOLUME_OUTPUTS, ".dcm") if dicom else VOLUME_OUTPUTS
     suffixes = {
-        "-o": (paths.labels, RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS),
+        "-o": (paths.labels, RASTER_OUTPUTS if kind == "raster" else labels_allowed),
         "--probabilities": (paths.probabilities, RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS),
         "--polygons": (paths.polygons, POLYGON_OUTPUTS),
         "--stats": (paths.stats, (".json",)),
@@ -203,10 +225,10 @@ def segment(
 ) -> SegmentResult:
     """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
     started = time.perf_counter()
-    kind = "volume" if any(is_nifti(path) for path in inputs) else "raster"
+    kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
-    source, bands = open_source(inputs, card, options.bands)
+    source, bands = open_source(inputs, card, options.bands, options.series)
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     polygon_options = _polygon_options(card, options)

@@ -94,6 +94,21 @@ Normalization = Annotated[
 ]
 
 
+class Code(_Strict):
+    """A coded concept, e.g. SNOMED CT: ``{scheme: SCT, value: "10200004", meaning: Liver}``."""
+
+    scheme: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+    meaning: str = Field(min_length=1)
+
+
+class ClassCodes(_Strict):
+    """What a class is, for DICOM SEG: property category and type (CID 7150 / 7151)."""
+
+    category: Code
+    type: Code
+
+
 class Inputs(_Strict):
     channels: list[str] = Field(min_length=1)
     normalization: Normalization = NoNormalization()
@@ -101,6 +116,7 @@ class Inputs(_Strict):
     resolution: float | None = Field(
         default=None, gt=0, description="2D: pixel size in metres the model runs at"
     )
+    modality: str | None = Field(default=None, description="3D: the DICOM modality the model expects (CT, MR)")
 
     @field_validator("normalization", mode="before")
     @classmethod
@@ -125,6 +141,7 @@ class Inputs(_Strict):
 
 class ModelCard(_Strict):
     name: str = Field(min_length=1)
+    version: str = Field(default="unversioned", min_length=1)
     description: str = ""
     spatial_dims: Literal[2, 3]
     format: Literal["torchscript"]
@@ -136,6 +153,7 @@ class ModelCard(_Strict):
     activation: Activation = "softmax"
     blend: Literal["gaussian", "constant"] = "gaussian"
     amp: bool = Field(default=True, description="whether the network may run under bf16/fp16 autocast")
+    class_codes: dict[str, ClassCodes] = Field(default_factory=dict)
 
     _card_path: Path | None = PrivateAttr(default=None)
 
@@ -171,6 +189,9 @@ class ModelCard(_Strict):
                 f"inputs.normalization has {len(normalization.mean)} means "
                 f"for {len(self.inputs.channels)} channels"
             )
+        unknown = sorted(set(self.class_codes) - set(self.classes))
+        if unknown:
+            raise ValueError(f"class_codes names classes the card does not have: {unknown}")
         if self.activation == "sigmoid" and len(self.classes) < 2:
             raise ValueError("a sigmoid model needs classes[0] (background) plus at least one class")
         return self
