@@ -6,12 +6,17 @@ from the card's class names, algorithm identification (card name and version, fa
 a class without codes gets the generic default category "Tissue" / type "Tissue"
 (SNOMED CT 85756007), which says "a segmented region" without claiming an anatomy.
 Patient and study attributes are those highdicom copies from the source because the
-SEG IOD requires them; nothing else about the patient is added.
+SEG IOD requires them (Type 2 ones missing from an anonymised source are added empty);
+nothing else about the patient is added. A source without FrameOfReferenceUID (stripped
+by some anonymisers) gets one derived from its series UID, with a warning in the log;
+a missing SliceThickness is taken as the slice spacing.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +24,28 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
 
 import pipeline
 from pipeline.orientation import from_ras
 from pipeline.store import ZArray
 from unet.card import ModelCard
+
+# Type 2 attributes of the patient and study modules the SEG copies from its source:
+# anonymised series often drop them; the standard allows them present but empty.
+TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
+log = logging.getLogger(__name__)
 
 GENERIC_CATEGORY = codes.SCT.Tissue
 GENERIC_TYPE = codes.SCT.Tissue
@@ -53,13 +75,42 @@ def write_seg(path: Path, labels: ZArray, geometry: dict[str, Any], card: ModelC
     files = [Path(name) for name in geometry["files"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about harmless deviations in vendor files
-        sources = [pydicom.dcmread(name) for name in files]
+        sources = [pydicom.dcmread(name, force=True) for name in files]  # some vendors omit the preamble
+    for source in sources:
+        for keyword in TYPE2_COPIED:
+            if keyword not in source:
+                setattr(source, keyword, "")
+        if "SliceThickness" not in source:  # dropped by some anonymisers; the slice spacing stands in
+            source.SliceThickness = float(geometry["zooms"][2])
+    if any("FrameOfReferenceUID" not in source for source in sources):
+        frame_of_reference = generate_uid(entropy_srcs=[geometry["series_uid"], "frame-of-reference"])
+        log.warning(
+            "series %s has no FrameOfReferenceUID (removed by anonymisation?); the SEG uses %s, "
+            "derived from the series UID",
+            geometry["series_uid"],
+            frame_of_reference,
+        )
+        for source in sources:
+            source.FrameOfReferenceUID = source.get("FrameOfReferenceUID", frame_of_reference)
     stored = from_ras(np.asarray(labels[...]), np.asarray(geometry["ornt"]))  # (columns, rows, slices)
     frames = np.ascontiguousarray(np.transpose(stored, (2, 1, 0))).astype(
         np.uint16
     )  # (slices, rows, columns)
     segments = [_segment(card, number, name) for number, name in enumerate(card.classes[1:], start=1)]
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings():
+        # the source's own PatientName format is copied as it is, not judged
+        warnings.filterwarnings("ignore", "The string .* is unlikely to represent the intended person name")
+        seg = _segmentation(sources, frames, segments, card)
+    seg.save_as(path, enforce_file_format=True)
+
+
+def _segmentation(
+    sources: Sequence[pydicom.Dataset],
+    frames: np.ndarray,
+    segments: Sequence[hd.seg.SegmentDescription],
+    card: ModelCard,
+) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -75,4 +126,3 @@ def write_seg(path: Path, labels: ZArray, geometry: dict[str, Any], card: ModelC
         series_description=f"segpipe {card.name}"[:64],
         omit_empty_frames=False,
     )
-    seg.save_as(path)

@@ -12,6 +12,7 @@ import numpy as np
 from pipeline import geo, medical
 from pipeline.areas import class_statistics
 from pipeline.atomic import atomic_outputs
+from pipeline.dicom_seg import write_seg
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
 from pipeline.vectorize import PolygonOptions, polygonize, write_polygons
@@ -76,6 +77,8 @@ def write_outputs(
             geo.write_labels(
                 temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch
             )
+        elif paths.labels.name.lower().endswith(".dcm"):
+            write_seg(temporary[paths.labels], labels, geometry, card)
         else:
             medical.write_nifti(temporary[paths.labels], labels, geometry, label_dtype, valid=valid)
         if paths.probabilities is not None and probabilities is not None:

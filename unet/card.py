@@ -116,7 +116,7 @@ class Inputs(_Strict):
     resolution: float | None = Field(
         default=None, gt=0, description="2D: pixel size in metres the model runs at"
     )
-    modality: str | None = Field(default=None, description="3D: the DICOM modality the model expects (CT, MR)")
+    modality: str | None = Field(default=None, description="3D: DICOM modality expected (CT, MR)")
 
     @field_validator("normalization", mode="before")
     @classmethod
