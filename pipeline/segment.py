@@ -7,14 +7,16 @@ folder) is checked first, so bad input fails fast and leaves nothing behind.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
@@ -36,7 +38,7 @@ from pipeline.stitch import OutputPaths, write_outputs
 from pipeline.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
 from pipeline.vectorize import PolygonOptions
 from pipeline.workdir import Workdir, fingerprint
-from unet.card import ModelCard
+from unet.card import ModelCard, load_card
 from unet.loaders import load_network
 
 log = logging.getLogger(__name__)
@@ -216,15 +218,60 @@ def _to_source_grid(
         probabilities[...] = back
 
 
-def segment(
-    inputs: list[Path],
-    card: ModelCard,
-    output: Path,
-    options: SegmentOptions,
-    progress: Progress | None = None,
-) -> SegmentResult:
-    """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
-    started = time.perf_counter()
+class RunPlan(BaseModel):
+    """Everything the later stages need, saved as ``plan.json`` in the workdir.
+
+    Stages exchange only the workdir path: a Prefect or Dask task on another machine
+    (with the same filesystem) can run any of them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str]
+    card: str
+    labels: str
+    probabilities: str | None
+    polygons: str | None
+    stats: str | None
+    polygon_classes: list[int] | None
+    min_area_m2: float
+    simplify: float
+    patch: list[int]
+    overlap: float
+    batch_size: int
+    device: str
+    precision: str
+    model_grid: list[int] | None
+    remove_workdir: bool
+
+    @classmethod
+    def load(cls, workdir: Path) -> RunPlan:
+        return cls.model_validate_json((workdir / PLAN).read_text())
+
+
+PLAN = "plan.json"
+
+
+def _engine_arrays(workdir: Path, plan: RunPlan) -> tuple[ZArray, ZArray, ZArray | None]:
+    """The image the engine reads and the labels/probabilities it writes (model grid if resampled)."""
+    if plan.model_grid is None:
+        probabilities = workdir / "probabilities.zarr"
+        return (
+            open_array(workdir / "image.zarr"),
+            open_array(workdir / "labels.zarr"),
+            open_array(probabilities) if probabilities.exists() else None,
+        )
+    return (
+        open_array(workdir / "model_image.zarr"),
+        open_array(workdir / "model_labels.zarr"),
+        open_array(workdir / "model_probabilities.zarr"),
+    )
+
+
+def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: SegmentOptions) -> Path:
+    """Check everything, ingest (or resume), create the intermediates; return the workdir."""
+    if card.card_path is None:
+        raise UsageError(f"model '{card.name}' must be loaded from a card file")
     kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
@@ -243,7 +290,7 @@ def segment(
         raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
     device = resolve_device(options.device)
     autocast = resolve_precision(options.precision, device, card.amp)
-    network = load_network(card, device)
+    load_network(card, device)  # a bad weights file fails here, before any work
 
     parameters = {
         "bands": bands,
@@ -255,104 +302,177 @@ def segment(
         "autocast": str(autocast),
         "probabilities": options.probabilities is not None,
     }
-    default_workdir = options.workdir is None
     workdir_path = options.workdir or output.parent / f".{output.name}.segpipe-work"
-    workdir = Workdir.prepare(
-        workdir_path,
-        fingerprint(list(dict.fromkeys([*inputs, *source.paths])), card, parameters),
-        options.resume,
-    )
-
+    files = list(dict.fromkeys([*inputs, *source.paths]))
+    workdir = Workdir.prepare(workdir_path, fingerprint(files, card, parameters), options.resume)
+    folder = workdir.path
     if not workdir.finished("ingest"):
-        log.info("ingesting %s into %s", ", ".join(map(str, inputs)), workdir.path)
-        image = ingest(source, bands, card.inputs.normalization, workdir.path)
+        log.info("ingesting %s into %s", ", ".join(map(str, inputs)), folder)
+        image = ingest(source, bands, card.inputs.normalization, folder)
         workdir.finish("ingest")
     else:
-        log.info("resuming: ingest already finished in %s", workdir.path)
-        image = open_array(workdir.path / "image.zarr")
-    prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
-    settings = EngineSettings(
-        patch=patch,
+        log.info("resuming: ingest already finished in %s", folder)
+        image = open_array(folder / "image.zarr")
+
+    if not workdir.finished("outputs-created"):
+        prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+        spatial = tuple(image.shape[1:])
+        channels = len(card.classes) - 1 if card.activation == "sigmoid" else len(card.classes)
+        label_dtype = np.uint8 if len(card.classes) <= 255 else np.uint16
+        chunks = spatial_chunks(spatial)
+        create_array(folder / "labels.zarr", spatial, label_dtype, chunks)
+        if options.probabilities is not None:
+            create_array(folder / "probabilities.zarr", (channels, *spatial), np.float32, (1, *chunks))
+        if grid_shape is not None:
+            log.info("resampling %s from %s to the model grid %s", inputs[0], spatial, grid_shape)
+            _to_model_grid(image, prepare, grid_shape, folder)
+            model_chunks = spatial_chunks(grid_shape)
+            create_array(folder / "model_labels.zarr", grid_shape, label_dtype, model_chunks)
+            create_array(
+                folder / "model_probabilities.zarr", (channels, *grid_shape), np.float32, (1, *model_chunks)
+            )
+        workdir.finish("outputs-created")
+
+    plan = RunPlan(
+        inputs=[str(path) for path in inputs],
+        card=str(card.card_path),
+        labels=str(paths.labels),
+        probabilities=None if paths.probabilities is None else str(paths.probabilities),
+        polygons=None if paths.polygons is None else str(paths.polygons),
+        stats=None if paths.stats is None else str(paths.stats),
+        polygon_classes=None if polygon_options.classes is None else list(polygon_options.classes),
+        min_area_m2=polygon_options.min_area_m2,
+        simplify=polygon_options.simplify,
+        patch=list(patch),
         overlap=overlap,
+        batch_size=options.batch_size,
+        device=options.device,
+        precision=options.precision,
+        model_grid=None if grid_shape is None else list(grid_shape),
+        remove_workdir=options.workdir is None,
+    )
+    (folder / PLAN).write_text(plan.model_dump_json(indent=1))
+    return folder
+
+
+def engine_rows(workdir: Path) -> int:
+    """Rows (first axis) of the array the engine writes: what regions split."""
+    return int(_engine_arrays(workdir, RunPlan.load(workdir))[1].shape[0])
+
+
+def regions(workdir: Path, count: int) -> list[tuple[int, int]]:
+    """``count`` (or fewer) row ranges of about equal size, aligned to whole chunk rows."""
+    labels = _engine_arrays(workdir, RunPlan.load(workdir))[1]
+    rows, chunk = int(labels.shape[0]), int(labels.chunks[0])
+    chunk_rows = math.ceil(rows / chunk)
+    per_region = math.ceil(chunk_rows / max(1, count))
+    return [
+        (start * chunk, min((start + per_region) * chunk, rows)) for start in range(0, chunk_rows, per_region)
+    ]
+
+
+def run_rows(
+    workdir: Path,
+    rows: tuple[int, int] | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> EngineStats:
+    """Run the engine over ``rows`` of the engine's output (all when None); resumable."""
+    plan = RunPlan.load(workdir)
+    card = load_card(plan.card)
+    torch_device = resolve_device(device or plan.device)
+    image, labels, probabilities = _engine_arrays(workdir, plan)
+    prepare = None
+    if plan.model_grid is None:
+        prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+    settings = EngineSettings(
+        patch=tuple(plan.patch),
+        overlap=plan.overlap,
         activation=card.activation,
         n_classes=len(card.classes),
         blend=card.blend,
-        batch_size=options.batch_size,
+        batch_size=plan.batch_size,
         fill_value=FILL_VALUE,
-        device=device,
-        autocast_dtype=autocast,
+        device=torch_device,
+        autocast_dtype=resolve_precision(plan.precision, torch_device, card.amp),
         prepare=prepare,
     )
-
-    spatial = tuple(image.shape[1:])
-    chunks = spatial_chunks(spatial)
-    label_dtype = np.uint8 if len(card.classes) <= 255 else np.uint16
-    done = workdir.path / "done"
-    resumed = (workdir.path / "labels.zarr").exists()
-
-    def intermediate(name: str, shape: tuple[int, ...], dtype: Any, chunking: tuple[int, ...]) -> ZArray:
-        path = workdir.path / f"{name}.zarr"
-        return open_array(path) if resumed else create_array(path, shape, dtype, chunking)
-
-    labels = intermediate("labels", spatial, label_dtype, chunks)
-    probabilities = None
-    if options.probabilities is not None:
-        probabilities = intermediate(
-            "probabilities", (settings.output_channels, *spatial), np.float32, (1, *chunks)
-        )
-    if grid_shape is None:
-        engine_image = image
-        engine_labels, engine_probabilities = labels, probabilities
-    else:
-        log.info("resampling %s from %s to the model grid %s", inputs[0], spatial, grid_shape)
-        engine_image = (
-            open_array(workdir.path / "model_image.zarr")
-            if resumed
-            else _to_model_grid(image, prepare, grid_shape, workdir.path)
-        )
-        settings = replace(settings, prepare=None)
-        model_chunks = spatial_chunks(grid_shape)
-        engine_labels = intermediate("model_labels", grid_shape, label_dtype, model_chunks)
-        engine_probabilities = intermediate(
-            "model_probabilities", (settings.output_channels, *grid_shape), np.float32, (1, *model_chunks)
-        )
-    model_spatial = tuple(engine_image.shape[1:])
     log.info(
-        "running %s on %s: %d patches of %s, batch %d",
+        "running %s on %s: %d patches of %s, batch %d, rows %s",
         card.name,
-        device,
-        len(PatchGrid(model_spatial, patch, overlap)),
-        "x".join(map(str, patch)),
-        options.batch_size,
+        torch_device,
+        len(PatchGrid(tuple(image.shape[1:]), settings.patch, plan.overlap)),
+        "x".join(map(str, plan.patch)),
+        plan.batch_size,
+        "all" if rows is None else f"{rows[0]}-{rows[1]}",
     )
-    stats = run_engine(
-        engine_image,
+    network = load_network(card, torch_device)
+    return run_engine(
+        image,
         network,
         settings,
-        engine_labels,
-        engine_probabilities,
-        DoneMarks(done),
+        labels,
+        probabilities,
+        DoneMarks(workdir / "done"),
+        rows=rows,
         progress=progress,
     )
-    if grid_shape is not None and engine_probabilities is not None:
-        _to_source_grid(engine_probabilities, card, labels, probabilities)
-    stats_written = write_outputs(
+
+
+def finish_run(workdir: Path) -> dict[str, Any] | None:
+    """Back to the source grid if resampled, write every output atomically; return statistics."""
+    plan = RunPlan.load(workdir)
+    card = load_card(plan.card)
+    image = open_array(workdir / "image.zarr")
+    labels = open_array(workdir / "labels.zarr")
+    probabilities_path = workdir / "probabilities.zarr"
+    probabilities = open_array(probabilities_path) if probabilities_path.exists() else None
+    if plan.model_grid is not None:
+        _to_source_grid(open_array(workdir / "model_probabilities.zarr"), card, labels, probabilities)
+    prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+    paths = OutputPaths(
+        Path(plan.labels),
+        None if plan.probabilities is None else Path(plan.probabilities),
+        None if plan.polygons is None else Path(plan.polygons),
+        None if plan.stats is None else Path(plan.stats),
+    )
+    polygon_options = PolygonOptions(
+        classes=None if plan.polygon_classes is None else tuple(plan.polygon_classes),
+        min_area_m2=plan.min_area_m2,
+        simplify=plan.simplify,
+    )
+    statistics = write_outputs(
         image.attrs.asdict(),
         card,
         labels,
         ValidMask(image, prepare),
         paths,
         probabilities,
-        workdir.path,
+        workdir,
         polygon_options,
     )
-    if default_workdir:
-        shutil.rmtree(workdir.path, ignore_errors=True)
+    if plan.remove_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return statistics
+
+
+def segment(
+    inputs: list[Path],
+    card: ModelCard,
+    output: Path,
+    options: SegmentOptions,
+    progress: Progress | None = None,
+) -> SegmentResult:
+    """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
+    started = time.perf_counter()
+    workdir = prepare_run(inputs, card, output, options)
+    stats = run_rows(workdir, progress=progress)
+    statistics = finish_run(workdir)
     return SegmentResult(
         output=output,
         probabilities=options.probabilities,
-        device=str(device),
+        device=str(resolve_device(options.device)),
         stats=stats,
         seconds=time.perf_counter() - started,
-        statistics=stats_written,
+        statistics=statistics,
     )
