@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def test_regions_run_apart_then_finished_equal_one_run(tmp_path: Path) -> None:
     assert len(parts) == 3
     assert parts[0][0] == 0
     assert parts[-1][1] == 700
-    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
     assert all(start % 256 == 0 for start, _ in parts)
     for rows in reversed(parts):  # any order: regions never write the same chunk
         stats = run_rows(workdir, rows)
