@@ -10,12 +10,14 @@ the array's attributes, so later stages need only the zarr path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
 
+from pipeline.intensity import resolve
 from pipeline.prepare import Preparation
 from pipeline.source import SourceImage
 from pipeline.store import ZArray, create_array, spatial_chunks
@@ -37,7 +39,11 @@ def preparation(source: SourceImage, bands: list[int], normalization: Normalizat
 
 
 def ingest(source: SourceImage, bands: list[int], normalization: Normalization, folder: Path) -> ZArray:
-    """Write ``folder/image.zarr`` with the selected raw bands; return the opened array."""
+    """Write ``folder/image.zarr`` with the selected raw bands; return the opened array.
+
+    Normalisations that depend on the input (``volume_zscore``, ``percentile``) are
+    resolved here from statistics over the whole stored copy.
+    """
     spatial = source.spatial_shape
     chunks = spatial_chunks(spatial)
     # Dask blocks span whole zarr chunks (STORE_BLOCK per axis, a multiple of the chunk edge):
@@ -49,9 +55,12 @@ def ingest(source: SourceImage, bands: list[int], normalization: Normalization, 
         "geometry": source.attrs,
         "band_names": [source.band_names[i] for i in bands],
         "paths": [str(p) for p in source.paths],
-        "preparation": preparation(source, bands, normalization).to_attrs(),
     }
     image = create_array(folder / "image.zarr", data.shape, data.dtype, (len(bands), *chunks), attrs)
     with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
         da.store(data, image, lock=False)  # type: ignore[arg-type]
+        draft = preparation(source, bands, normalization)
+        stored = da.from_zarr(image)
+        resolved = resolve(stored, draft, normalization, str(source.paths[0]))
+    image.attrs["preparation"] = replace(draft, normalization=resolved).to_attrs()
     return image

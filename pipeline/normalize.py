@@ -11,7 +11,9 @@ import numpy as np
 from unet.card import (
     LinearNormalization,
     Normalization,
+    PercentileNormalization,
     ReflectanceNormalization,
+    VolumeZScoreNormalization,
     WindowNormalization,
     ZScoreNormalization,
 )
@@ -42,5 +44,8 @@ def normalize(block: np.ndarray, spec: Normalization, declared: tuple[bool, ...]
         shape = (-1,) + (1,) * (block.ndim - 1)
         mean = np.asarray(spec.mean, dtype=np.float32).reshape(shape)
         std = np.asarray(spec.std, dtype=np.float32).reshape(shape)
-        return ((block - mean) / std).astype(np.float32)
+        scored = ((block - mean) / std).astype(np.float32)
+        return scored if spec.clip is None else np.clip(scored, *spec.clip).astype(np.float32)
+    if isinstance(spec, VolumeZScoreNormalization | PercentileNormalization):
+        raise TypeError(f"'{spec.kind}' normalisation must be resolved from the input's statistics first")
     return block

@@ -69,11 +69,13 @@ class ReflectanceNormalization(_Strict):
 
 
 class ZScoreNormalization(_Strict):
-    """``(x - mean) / std`` per channel, with the training set's statistics."""
+    """``(x - mean) / std`` per channel, with the training set's statistics; then clipped to
+    ``clip`` when given."""
 
     kind: Literal["zscore"]
     mean: list[float] = Field(min_length=1)
     std: list[float] = Field(min_length=1)
+    clip: tuple[float, float] | None = None
 
     @model_validator(mode="after")
     def _matching(self) -> ZScoreNormalization:
@@ -84,12 +86,43 @@ class ZScoreNormalization(_Strict):
         return self
 
 
+Foreground = Literal["nonzero", "all"]
+
+
+class VolumeZScoreNormalization(_Strict):
+    """Z-score with this input's own mean and std over its foreground (MR), per channel.
+
+    ``foreground: nonzero`` ignores exact zeros (the background of skull-stripped or
+    masked MR), ``all`` uses every valid voxel. Computed over the whole input at ingest.
+    """
+
+    kind: Literal["volume_zscore"]
+    foreground: Foreground = "nonzero"
+
+
+class PercentileNormalization(_Strict):
+    """Clip to this input's ``low``/``high`` percentiles over its foreground, map to [0, 1]."""
+
+    kind: Literal["percentile"]
+    low: float = Field(default=0.5, ge=0, le=100)
+    high: float = Field(default=99.5, ge=0, le=100)
+    foreground: Foreground = "nonzero"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PercentileNormalization:
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got low={self.low}, high={self.high}")
+        return self
+
+
 Normalization = Annotated[
     NoNormalization
     | LinearNormalization
     | WindowNormalization
     | ReflectanceNormalization
-    | ZScoreNormalization,
+    | ZScoreNormalization
+    | VolumeZScoreNormalization
+    | PercentileNormalization,
     Field(discriminator="kind"),
 ]
 
