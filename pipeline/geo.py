@@ -9,6 +9,7 @@ block by block: the scene is never held in memory.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
 from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
+
+log = logging.getLogger(__name__)
 
 GDAL_CACHE_MB = 64
 LABEL_NODATA = 255
@@ -109,6 +112,13 @@ class _WindowReader:
         self.ndim = 3
 
     def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        try:
+            return self._read(key)
+        except RasterioIOError as exc:  # a truncated or corrupt file fails here, not at open
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{self.path}: cannot read pixels (truncated or corrupt?): {reason}") from None
+
+    def _read(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         band_slice, rows, cols = key
         bands = self.bands[band_slice]
         window = Window.from_slices(rows, cols, height=self.grid.height, width=self.grid.width)
@@ -169,6 +179,8 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
             }
     reference = _reference_grid(grids, resolution_m)
     first = paths[0]
+    if reference.crs is None:
+        log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", first)
     warps: list[Resampling | None] = []
     for ref in refs:
         grid = grids[ref.path]

@@ -16,7 +16,9 @@ from typing import Any
 
 import dask
 import dask.array as da
+from dask.base import compute
 
+from pipeline.errors import InputError
 from pipeline.intensity import resolve
 from pipeline.prepare import Preparation
 from pipeline.source import SourceImage
@@ -57,9 +59,14 @@ def ingest(source: SourceImage, bands: list[int], normalization: Normalization, 
         "paths": [str(p) for p in source.paths],
     }
     image = create_array(folder / "image.zarr", data.shape, data.dtype, (len(bands), *chunks), attrs)
+    draft = preparation(source, bands, normalization)
     with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
-        da.store(data, image, lock=False)  # type: ignore[arg-type]
-        draft = preparation(source, bands, normalization)
+        stored = da.store(data, image, lock=False, compute=False)  # type: ignore[arg-type]
+        valid_count = (~da.map_blocks(draft.invalid, data, drop_axis=0, dtype=bool)).sum()
+        _, valid_pixels = compute(stored, valid_count)  # one pass over the input for both
+    if valid_pixels == 0:
+        raise InputError(f"{source.paths[0]}: every pixel is nodata, NaN or inf; nothing to segment")
+    with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
         stored = da.from_zarr(image)
         resolved = resolve(stored, draft, normalization, str(source.paths[0]))
     image.attrs["preparation"] = replace(draft, normalization=resolved).to_attrs()

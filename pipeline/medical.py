@@ -9,6 +9,7 @@ the last stored axis (NIfTI is Fortran-ordered), so the volume is never held who
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +45,26 @@ def _load(path: Path) -> Any:
     return image
 
 
+class _CheckedProxy:
+    """nibabel's array proxy, with read failures (truncated ``.nii.gz``) as errors naming the file."""
+
+    def __init__(self, proxy: Any, path: Path) -> None:
+        self.proxy = proxy
+        self.path = path
+        self.shape = proxy.shape
+        self.dtype = proxy.dtype
+        self.ndim = proxy.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self.proxy[key])
+        except (EOFError, OSError, ValueError, zlib.error) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(
+                f"{self.path}: cannot read the voxel data (truncated or corrupt?): {reason}"
+            ) from None
+
+
 def open_nifti(path: Path) -> SourceImage:
     """A single-channel float32 volume ``(1, I, J, K)`` in RAS voxel order; NaN/inf voxels are invalid."""
     image = _load(path)
@@ -55,7 +76,7 @@ def open_nifti(path: Path) -> SourceImage:
     if 0 in shape:
         raise InputError(f"{path}: volume has a zero-sized axis, shape {shape}")
     ornt = io_orientation(image.affine)
-    proxy = image.dataobj
+    proxy = _CheckedProxy(image.dataobj, path)
     slab = min(SLAB, shape[2])
     data = da.from_array(
         proxy, chunks=(shape[0], shape[1], slab), asarray=True, lock=True, meta=np.empty((0, 0, 0))

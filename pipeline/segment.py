@@ -22,7 +22,7 @@ from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import resolve_device, resolve_precision
 from pipeline.dicom import open_dicom
-from pipeline.errors import UsageError
+from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
@@ -137,6 +137,10 @@ def _check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) 
     }
     if paths.polygons is not None and kind != "raster":
         raise UsageError(f"--polygons {paths.polygons}: polygons are made for raster inputs only")
+    if kind == "raster" and source.attrs.get("crs") is None and (paths.polygons or paths.stats):
+        raise InputError(
+            f"{inputs[0]}: has no CRS, so polygons and areas (--polygons, --stats) cannot be placed"
+        )
     for option, (path, allowed) in suffixes.items():
         if path is None:
             continue
@@ -465,9 +469,17 @@ def segment(
 ) -> SegmentResult:
     """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
     started = time.perf_counter()
-    workdir = prepare_run(inputs, card, output, options)
-    stats = run_rows(workdir, progress=progress)
-    statistics = finish_run(workdir)
+    default_workdir = output.parent / f".{output.name}.segpipe-work"
+    fresh = options.workdir is None and not default_workdir.exists()
+    try:
+        workdir = prepare_run(inputs, card, output, options)
+        stats = run_rows(workdir, progress=progress)
+        statistics = finish_run(workdir)
+    except SegpipeError:
+        # bad input: nothing worth resuming; a crash or kill keeps the workdir instead
+        if fresh:
+            shutil.rmtree(default_workdir, ignore_errors=True)
+        raise
     return SegmentResult(
         output=output,
         probabilities=options.probabilities,
