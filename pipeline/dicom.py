@@ -417,7 +417,7 @@ def scan_series(folder: Path) -> tuple[list[DicomSeries], dict[str, str]]:
             series.append(_assemble(folder, group))
         except InputError as exc:
             refused[uid] = str(exc)
-            logger.warning("refusing DICOM %s", exc)
+            logger.info("refusing DICOM %s", exc)  # an error of its own when no series is usable
     return series, refused
 
 

@@ -9,8 +9,8 @@ block by block: the scene is never held in memory.
 
 from __future__ import annotations
 
-import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
@@ -30,8 +30,6 @@ from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
 from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
-
-log = logging.getLogger(__name__)
 
 GDAL_CACHE_MB = 64
 LABEL_NODATA = 255
@@ -47,7 +45,9 @@ def _open(path: Path) -> Any:
     if not path.exists():
         raise NotFoundError(f"{path}: file not found")
     try:
-        return rasterio.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once, in open_bands
+            return rasterio.open(path)
     except RasterioIOError as exc:
         raise InputError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
 
@@ -122,7 +122,10 @@ class _WindowReader:
         band_slice, rows, cols = key
         bands = self.bands[band_slice]
         window = Window.from_slices(rows, cols, height=self.grid.height, width=self.grid.width)
-        with gdal_env(), rasterio.open(self.path) as src:
+        with gdal_env(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(self.path)
+        with src:
             if self.warp is None:
                 return np.asarray(src.read(bands, window=window))
             with WarpedVRT(
@@ -179,8 +182,6 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
             }
     reference = _reference_grid(grids, resolution_m)
     first = paths[0]
-    if reference.crs is None:
-        log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", first)
     warps: list[Resampling | None] = []
     for ref in refs:
         grid = grids[ref.path]

@@ -60,9 +60,7 @@ class _CheckedProxy:
             return np.asarray(self.proxy[key])
         except (EOFError, OSError, ValueError, zlib.error) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(
-                f"{self.path}: cannot read the voxel data (truncated or corrupt?): {reason}"
-            ) from None
+            raise InputError(f"{self.path}: cannot read voxels (truncated or corrupt?): {reason}") from None
 
 
 def open_nifti(path: Path) -> SourceImage:

@@ -283,6 +283,8 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     polygon_options = _polygon_options(card, options)
+    if source.kind == "raster" and source.attrs.get("crs") is None:
+        log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", inputs[0])
     grid_shape = None
     if source.kind == "volume" and card.inputs.spacing is not None:
         grid_shape = model_shape(source.spatial_shape, ras_spacing(source), card.inputs.spacing)
