@@ -34,6 +34,9 @@ def temporary_name(path: Path) -> Path:
 @contextlib.contextmanager
 def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
     """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name."""
+    for path in paths:  # left by a run killed while writing this same output
+        for stale in path.parent.glob(f".partial-*-{path.name}*"):  # with GDAL side files
+            stale.unlink(missing_ok=True)
     temporaries = [temporary_name(path) for path in paths]
     try:
         yield temporaries
