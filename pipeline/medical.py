@@ -29,6 +29,21 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLAB = 16
 
 
+def volume_source(ras: da.Array, path: Path, attrs: dict[str, Any]) -> SourceImage:
+    """A single-channel float32 volume, already in RAS voxel order; no declared scaling or nodata."""
+    return SourceImage(
+        kind="volume",
+        data=ras[None],
+        band_names=[None],
+        paths=[path],
+        scales=[1.0],
+        offsets=[0.0],
+        nodata=[None],
+        declared=[False],
+        attrs=attrs,
+    )
+
+
 def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
@@ -90,17 +105,7 @@ def open_nifti(path: Path) -> SourceImage:
         "affine": image.affine.tolist(),
         "zooms": [float(z) for z in image.header.get_zooms()[:3]],
     }
-    return SourceImage(
-        kind="volume",
-        data=data[None],
-        band_names=[None],
-        paths=[path],
-        scales=[1.0],
-        offsets=[0.0],
-        nodata=[None],
-        declared=[False],
-        attrs=attrs,
-    )
+    return volume_source(data, path, attrs)
 
 
 def _output_header(attrs: dict[str, Any], dtype: np.dtype[Any], channels: int | None) -> Any:
@@ -179,17 +184,7 @@ def open_nrrd(path: Path) -> SourceImage:
         "affine": affine.tolist(),
         "zooms": [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)],
     }
-    return SourceImage(
-        kind="volume",
-        data=to_ras(volume, ornt)[None],
-        band_names=[None],
-        paths=[path],
-        scales=[1.0],
-        offsets=[0.0],
-        nodata=[None],
-        declared=[False],
-        attrs=attrs,
-    )
+    return volume_source(to_ras(volume, ornt), path, attrs)
 
 
 def _open_out(path: Path) -> IO[bytes]:

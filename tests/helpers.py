@@ -12,8 +12,11 @@ import pytest
 import rasterio
 import torch
 import yaml
+import zarr
 from affine import Affine
 from rasterio.crs import CRS
+
+from pipeline.store import ZArray, create_array
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +32,19 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared test data not found: {path}")
     return path
+
+
+def zarr_array(data: np.ndarray, chunks: tuple[int, ...] = (8, 8)) -> ZArray:
+    """An in-memory zarr array holding ``data``."""
+    array = create_array(zarr.storage.MemoryStore(), data.shape, data.dtype, chunks)
+    array[...] = data
+    return array
+
+
+def raster_geometry(epsg: int | None, transform: list[float], shape: tuple[int, int]) -> dict[str, Any]:
+    """The geometry attributes a raster ingest records."""
+    crs = CRS.from_epsg(epsg).to_wkt() if epsg else None
+    return {"crs": crs, "transform": transform, "height": shape[0], "width": shape[1]}
 
 
 def write_geotiff(

@@ -2,17 +2,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 import numpy as np
 import pytest
 import shapely
-import zarr
 from pyproj import CRS, Geod, Proj
 
 from pipeline.areas import class_statistics, geodesic_area_m2, geodesic_areas_m2
 from pipeline.errors import InputError, UsageError
-from pipeline.store import ZArray, create_array
+from tests.helpers import raster_geometry as geometry
+from tests.helpers import zarr_array
 
 WGS84 = Geod(ellps="WGS84")
 R_WEB = 6378137.0
@@ -20,17 +19,6 @@ DEG_10M = 8.983e-05  # ~10 m of latitude
 GEOGRAPHIC = [DEG_10M, 0.0, -3.5, 0.0, -DEG_10M, 40.0]
 UTM_NEAR_CM = [10.0, 0.0, 499_800.0, 0.0, -10.0, 4_650_000.0]  # 200 m west of 15 E, ~42 N
 CLASSES = ["background", "water", "forest"]
-
-
-def zarr_array(data: np.ndarray, chunks: tuple[int, int] = (8, 8)) -> ZArray:
-    array = create_array(zarr.storage.MemoryStore(), data.shape, data.dtype, chunks)
-    array[...] = data
-    return array
-
-
-def geometry(epsg: int | None, transform: list[float], shape: tuple[int, int]) -> dict[str, Any]:
-    crs = CRS.from_epsg(epsg).to_wkt() if epsg else None
-    return {"crs": crs, "transform": transform, "height": shape[0], "width": shape[1]}
 
 
 def cell_geod_area(lons: list[float], lats: list[float]) -> float:

@@ -10,7 +10,6 @@ import pyogrio.raw
 import pytest
 import rasterio
 import shapely
-import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -18,9 +17,9 @@ from pyproj import CRS, Geod
 
 from pipeline.areas import class_statistics
 from pipeline.errors import InputError, UsageError
-from pipeline.store import ZArray, create_array
 from pipeline.vectorize import ClassPolygon, PolygonOptions, polygonize, write_polygons
-from tests.helpers import shared_file
+from tests.helpers import raster_geometry as geometry
+from tests.helpers import shared_file, zarr_array
 
 DEG_10M = 8.983e-05
 GEOGRAPHIC = [DEG_10M, 0.0, -3.5, 0.0, -DEG_10M, 40.0]
@@ -28,17 +27,6 @@ UTM = [10.0, 0.0, 499_800.0, 0.0, -10.0, 4_650_000.0]  # near the central meridi
 UTM_PIXEL_M2 = 100.0 / 0.9996**2
 CLASSES = ["background", "water", "forest"]
 ALL = PolygonOptions()
-
-
-def zarr_array(data: np.ndarray, chunks: tuple[int, int] = (8, 8)) -> ZArray:
-    array = create_array(zarr.storage.MemoryStore(), data.shape, data.dtype, chunks)
-    array[...] = data
-    return array
-
-
-def geometry(epsg: int | None, transform: list[float], shape: tuple[int, int]) -> dict[str, Any]:
-    crs = CRS.from_epsg(epsg).to_wkt() if epsg else None
-    return {"crs": crs, "transform": transform, "height": shape[0], "width": shape[1]}
 
 
 def run(
