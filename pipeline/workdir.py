@@ -35,7 +35,7 @@ def fingerprint(inputs: list[Path], card: ModelCard, parameters: dict[str, Any])
     for path in inputs:
         stat = path.stat()
         files.append({"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    weights = card.weights_path
+    weights = card.weights_file  # for a bundle: the model file inside it
     return {
         "code_version": pipeline.__version__,
         "inputs": files,

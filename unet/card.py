@@ -2,10 +2,17 @@
 
 The pipeline never guesses band order, spacing or class meaning: it reads them here.
 Unknown fields are errors, and every error names the card file and the field.
+
+``format`` says what ``weights`` is: ``torchscript`` (a TorchScript file), ``onnx`` (an
+ONNX graph), ``monai`` (a ``.safetensors`` or PyTorch state dict for the allow-listed MONAI
+class in ``network``) or ``monai-bundle`` (a MONAI bundle folder). A bundle card may leave
+out what the bundle says (``unet.bundle``); precedence, highest first: the card's own
+fields, then what the bundle's configs state, then the card schema's defaults.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,15 +23,23 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from pipeline.errors import CardError, NotFoundError
+from unet.bundle import STATE_DICT, TORCHSCRIPT, read_bundle
+from unet.networks import allowed_names, canonical_network
+
+log = logging.getLogger(__name__)
 
 CARDS_DIR = Path(__file__).parent / "cards"
 
 Activation = Literal["softmax", "sigmoid", "none"]
+Format = Literal["torchscript", "onnx", "monai", "monai-bundle"]
+# a monai card's weights: safetensors, or a PyTorch state dict (read with weights_only=True)
+MONAI_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
 class _Strict(BaseModel):
@@ -172,12 +187,35 @@ class Inputs(_Strict):
         return value
 
 
+class NetworkSpec(_Strict):
+    """A MONAI network class from the allow-list (``unet.networks``) and its constructor
+    arguments, as literals: ``{name: UNet, args: {spatial_dims: 3, in_channels: 1, ...}}``."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        canonical = canonical_network(value)
+        if canonical is None:
+            raise ValueError(f"'{value}' is not an allowed MONAI network; allowed: {allowed_names()}")
+        return canonical
+
+    @field_validator("args")
+    @classmethod
+    def _offline(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("pretrained"):
+            raise ValueError("pretrained: true would download weights; the card's weights are loaded instead")
+        return value
+
+
 class ModelCard(_Strict):
     name: str = Field(min_length=1)
     version: str = Field(default="unversioned", min_length=1)
     description: str = ""
     spatial_dims: Literal[2, 3]
-    format: Literal["torchscript"]
+    format: Format
     weights: Path
     inputs: Inputs
     patch_size: tuple[int, ...]
@@ -187,8 +225,42 @@ class ModelCard(_Strict):
     blend: Literal["gaussian", "constant"] = "gaussian"
     amp: bool = Field(default=True, description="whether the network may run under bf16/fp16 autocast")
     class_codes: dict[str, ClassCodes] = Field(default_factory=dict)
+    network: NetworkSpec | None = Field(default=None, validate_default=True)
 
     _card_path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_suffix(cls, value: Path, info: ValidationInfo) -> Path:
+        form = info.data.get("format")
+        if form == "onnx" and value.suffix.lower() != ".onnx":
+            raise ValueError(f"an onnx card needs a .onnx file, got '{value}'")
+        if form == "monai" and value.suffix.lower() not in MONAI_WEIGHT_SUFFIXES:
+            raise ValueError(f"a monai card needs a {', '.join(MONAI_WEIGHT_SUFFIXES)} file, got '{value}'")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _network_fits(cls, value: NetworkSpec | None, info: ValidationInfo) -> NetworkSpec | None:
+        form = info.data.get("format")
+        if value is None:
+            if form == "monai":
+                raise ValueError("format 'monai' needs a network: {name: <MONAI class>, args: {...}}")
+            return value
+        if form in ("torchscript", "onnx"):
+            raise ValueError(f"applies to formats monai and monai-bundle only, not '{form}'")
+        inputs, classes = info.data.get("inputs"), info.data.get("classes")
+        expected = {"spatial_dims": info.data.get("spatial_dims")}
+        if inputs is not None:
+            expected["in_channels"] = len(inputs.channels)
+        if classes is not None:
+            sigmoid = info.data.get("activation") == "sigmoid"
+            expected["out_channels"] = len(classes) - 1 if sigmoid else len(classes)
+        for arg, wanted in expected.items():
+            given = value.args.get(arg)
+            if given is not None and wanted is not None and given != wanted:
+                raise ValueError(f"args.{arg} is {given}, but the card implies {wanted}")
+        return value
 
     @field_validator("patch_size")
     @classmethod
@@ -242,6 +314,14 @@ class ModelCard(_Strict):
         return self._card_path.parent / self.weights
 
     @property
+    def weights_file(self) -> Path:
+        """The file the loader reads: ``weights_path``, or for a bundle its ``models/model.pt``
+        (with a network) or ``models/model.ts`` (without)."""
+        if self.format != "monai-bundle":
+            return self.weights_path
+        return self.weights_path / (STATE_DICT if self.network is not None else TORCHSCRIPT)
+
+    @property
     def output_channels(self) -> int:
         """Channels the network emits: one per class, or per non-background class for sigmoid."""
         return len(self.classes) - 1 if self.activation == "sigmoid" else len(self.classes)
@@ -256,10 +336,69 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-")) or "(card)"
 
 
+def _with_bundle(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The card's data completed by its bundle's: card fields win (see the module docstring)."""
+    weights = data.get("weights")
+    if not isinstance(weights, str):
+        return data, {}
+    folder = Path(weights) if Path(weights).is_absolute() else path.parent / weights
+    bundle = read_bundle(folder, data)
+    if "network" in data and bundle.weights.name == TORCHSCRIPT.name:
+        raise CardError(
+            f"{path}: field 'network': the bundle {folder} has no {STATE_DICT}, only {TORCHSCRIPT} "
+            "(TorchScript, which needs no network); remove the field"
+        )
+    merged = dict(data)
+    inputs = dict(data["inputs"]) if isinstance(data.get("inputs"), dict) else None
+    taken: dict[str, str] = {}
+    for name, source in bundle.sources.items():
+        value = bundle.get(name)
+        if name.startswith("inputs."):
+            if "inputs" in data and inputs is None:
+                continue
+            inputs = {} if inputs is None else inputs
+            if name.removeprefix("inputs.") not in inputs:
+                inputs[name.removeprefix("inputs.")] = value
+                taken[name] = source
+        elif name not in data:
+            merged[name] = value
+            taken[name] = source
+    if inputs is not None:
+        merged["inputs"] = inputs
+    for name, reason in bundle.unread.items():
+        head, _, tail = name.partition(".")
+        given = (tail in inputs) if head == "inputs" and tail and inputs is not None else name in merged
+        if given:
+            continue
+        if name in ("patch_size", "inputs.normalization"):
+            raise CardError(
+                f"{path}: field '{name}': the bundle cannot give it ({reason}); set it in the card"
+            )
+        log.warning(
+            "%s: field '%s' keeps the card's default: the bundle cannot give it (%s)", path, name, reason
+        )
+    overridden = sorted(set(bundle.sources) - set(taken))
+    log.info(
+        "%s: from bundle %s: %s%s",
+        path,
+        folder,
+        ", ".join(sorted(taken)) or "nothing",
+        f" (the card's own {', '.join(overridden)} take precedence)" if overridden else "",
+    )
+    return merged, taken
+
+
 def parse_card(data: Any, path: Path) -> ModelCard:
-    """Validate parsed YAML; errors name ``path`` and the first offending field."""
+    """Validate parsed YAML; errors name ``path`` and the first offending field.
+
+    A ``monai-bundle`` card is completed from its bundle first; an error in a value read
+    from the bundle also names the bundle file and key.
+    """
     if not isinstance(data, dict):
         raise CardError(f"{path}: a model card must be a YAML mapping, got {type(data).__name__}")
+    sources: dict[str, str] = {}
+    if data.get("format") == "monai-bundle":
+        data, sources = _with_bundle(data, path)
     try:
         card = ModelCard.model_validate(data)
     except ValidationError as exc:
@@ -271,7 +410,9 @@ def parse_card(data: Any, path: Path) -> ModelCard:
         elif first["type"] == "missing":
             message = "required field is missing"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CardError(f"{path}: field '{field}': {message}{more}") from None
+        origin = next((source for name, source in sources.items() if field.startswith(name)), None)
+        read = f" (value read from {origin})" if origin else ""
+        raise CardError(f"{path}: field '{field}': {message}{read}{more}") from None
     card._card_path = path
     return card
 

@@ -1,16 +1,25 @@
 """Load a card's network as a callable ``(B, C, *patch) -> (B, K, *patch)`` on a device.
 
-Only formats that cannot run arbitrary code on load are accepted (TorchScript here).
+Only loading that cannot run code from the file is done: TorchScript archives, ONNX
+graphs (ONNX Runtime), safetensors, and PyTorch state dicts read with
+``torch.load(weights_only=True)`` into an allow-listed MONAI class. Nothing is fetched.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from pipeline.errors import ModelError, NotFoundError
 from unet.card import ModelCard
+from unet.checkpoints import load_weights
+from unet.networks import build_network
+from unet.onnx_network import load_onnx
+
+log = logging.getLogger(__name__)
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 
@@ -19,17 +28,39 @@ def _card_name(card: ModelCard) -> str:
     return str(card.card_path) if card.card_path is not None else f"card '{card.name}'"
 
 
+def _torchscript(path: Path, device: torch.device) -> torch.nn.Module:
+    try:
+        module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
+    except (RuntimeError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable TorchScript file ({reason})") from None
+    return module  # type: ignore[no-any-return]
+
+
+def _monai(card: ModelCard, path: Path) -> torch.nn.Module:
+    if card.network is None:
+        raise ModelError(f"{_card_name(card)}: field 'network': format '{card.format}' needs one here")
+    where = _card_name(card)
+    if card.format == "monai-bundle":
+        where = f"{where} (network read from bundle {card.weights_path})"
+    network = build_network(card.network.name, card.network.args, where)
+    load_weights(network, path)
+    return network
+
+
 def load_network(card: ModelCard, device: torch.device) -> Network:
-    """The card's network, in eval mode on ``device``."""
-    path = card.weights_path
-    if not path.is_file():
+    """The card's network, in eval mode on ``device`` (an ONNX Runtime session behind a torch callable)."""
+    path = card.weights_file
+    if not path.exists():
         raise NotFoundError(f"{_card_name(card)}: field 'weights': file not found: {path}")
-    if card.format == "torchscript":
-        try:
-            module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
-        except (RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{path}: not a loadable TorchScript file ({reason})") from None
-        module.eval()
-        return module  # type: ignore[no-any-return]
-    raise ModelError(f"{_card_name(card)}: field 'format': unsupported format '{card.format}'")
+    if not path.is_file():
+        raise ModelError(f"{_card_name(card)}: field 'weights': {path} is a folder, not a file")
+    if card.format == "onnx":
+        return load_onnx(path, card, device)
+    if card.format == "torchscript" or (card.format == "monai-bundle" and card.network is None):
+        module = _torchscript(path, device)
+    else:
+        module = _monai(card, path).to(device)
+    module.eval()
+    log.info("%s: %s network from %s on %s", card.name, card.format, path, device)
+    return module

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -55,7 +56,7 @@ def test_a_full_card_parses_and_resolves_weights_next_to_it(tmp_path: Path) -> N
     ],
 )
 def test_invalid_cards_name_the_file_and_the_field(
-    tmp_path: Path, change: dict[str, object], field: str, problem: str
+    tmp_path: Path, change: dict[str, Any], field: str, problem: str
 ) -> None:
     path = write_card(tmp_path, **change)
     with pytest.raises(CardError) as excinfo:
@@ -110,3 +111,118 @@ def test_bundled_cards_validate_and_ship_their_weights(name: str) -> None:
     card = load_card(name)
     assert card.name == name
     assert card.weights_path.is_file()
+
+
+UNET = {"name": "UNet", "args": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2}}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"format": "monai", "weights": "m.pt"}, "network", "format 'monai' needs a network"),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {"name": "ResNet50", "args": {}}},
+            "network.name",
+            "'ResNet50' is not an allowed MONAI network; allowed: UNet, BasicUNet",
+        ),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {"name": "os.system"}},
+            "network.name",
+            "not an allowed MONAI network",
+        ),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {"args": {}}},
+            "network.name",
+            "required field is missing",
+        ),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {**UNET, "kwargs": {}}},
+            "network.kwargs",
+            "unknown field",
+        ),
+        (
+            {
+                "format": "monai",
+                "weights": "m.pt",
+                "network": {
+                    "name": "FlexibleUNet",
+                    "args": {"backbone": "efficientnet-b0", "pretrained": True},
+                },
+            },
+            "network.args",
+            "pretrained: true would download weights",
+        ),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {"name": "UNet", "args": {"in_channels": 3}}},
+            "network",
+            "args.in_channels is 3, but the card implies 1",
+        ),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {"name": "UNet", "args": {"out_channels": 3}}},
+            "network",
+            "args.out_channels is 3, but the card implies 2",
+        ),
+        (
+            {"format": "monai", "weights": "m.pt", "network": {"name": "UNet", "args": {"spatial_dims": 3}}},
+            "network",
+            "args.spatial_dims is 3, but the card implies 2",
+        ),
+        (
+            {"format": "monai", "weights": "m.onnx", "network": UNET},
+            "weights",
+            "a monai card needs a .safetensors",
+        ),
+        ({"format": "onnx", "weights": "m.pt"}, "weights", "an onnx card needs a .onnx file"),
+        ({"format": "onnx", "weights": "m.onnx", "network": UNET}, "network", "applies to formats monai"),
+        ({"network": UNET}, "network", "not 'torchscript'"),
+    ],
+)
+def test_invalid_network_fields_name_the_file_and_the_field(
+    tmp_path: Path, change: dict[str, Any], field: str, problem: str
+) -> None:
+    path = write_card(tmp_path, **change)
+    with pytest.raises(CardError) as excinfo:
+        load_card(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{path.resolve()}: field '{field}'")
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("UNet", "UNet"),
+        ("unet", "UNet"),
+        ("monai.networks.nets.UNet", "UNet"),
+        ("monai.networks.nets.unet.UNet", "UNet"),
+        ("AttentionUnet", "AttentionUNet"),
+        ("monai.networks.nets.attentionunet.AttentionUnet", "AttentionUNet"),
+        ("BasicUnet", "BasicUNet"),
+        ("SwinUNETR", "SwinUNETR"),
+    ],
+)
+def test_network_names_are_normalised(tmp_path: Path, spelling: str, canonical: str) -> None:
+    network = {"name": spelling, "args": {}}
+    card = load_card(write_card(tmp_path, format="monai", weights="m.safetensors", network=network))
+    assert card.network is not None
+    assert card.network.name == canonical
+
+
+@pytest.mark.parametrize("form", ["onnx", "monai", "monai-bundle"])
+def test_models_show_prints_the_format_and_the_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    from pipeline.cli import main
+    from tests.unet.builders import bundle_card, write_bundle
+
+    if form == "monai-bundle":
+        write_bundle(tmp_path / "bundle")
+        path, weights = bundle_card(tmp_path), "bundle"
+    else:
+        weights = "m.onnx" if form == "onnx" else "m.safetensors"
+        extra: dict[str, Any] = {"network": UNET} if form == "monai" else {}
+        path = write_card(tmp_path, format=form, weights=weights, **extra)
+    assert main(["models", "show", str(path)]) == 0
+    shown = "".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"format:{form}" in shown
+    assert f"weights:{tmp_path.resolve() / weights}" in shown
