@@ -164,7 +164,7 @@ def models_list() -> None:
 @models_app.command("show")
 def models_show(model: Annotated[str, typer.Argument(help="Card path or bundled card name.")]) -> None:
     """Show everything a card says: dims, channels, spacing, classes, format, weights."""
-    from unet.card import load_card
+    from unet.card import load_card, normalization_steps
 
     card = load_card(model)
     rows = {
@@ -174,7 +174,9 @@ def models_show(model: Annotated[str, typer.Argument(help="Card path or bundled 
         "format": card.format,
         "weights": str(card.weights_path),
         "channels": ", ".join(card.inputs.channels),
-        "normalization": card.inputs.normalization.model_dump_json(),
+        "normalization": " then ".join(
+            step.model_dump_json() for step in normalization_steps(card.inputs.normalization)
+        ),
         "spacing": str(list(card.inputs.spacing)) if card.inputs.spacing else "native",
         "patch size": "x".join(map(str, card.patch_size)),
         "overlap": str(card.overlap),

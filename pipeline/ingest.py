@@ -23,13 +23,13 @@ from pipeline.intensity import resolve
 from pipeline.prepare import Preparation
 from pipeline.source import SourceImage
 from pipeline.store import ZArray, create_array, spatial_chunks
-from unet.card import Normalization
+from unet.card import NormalizationSteps
 
 INGEST_WORKERS = 4
 STORE_BLOCK = 1024
 
 
-def preparation(source: SourceImage, bands: list[int], normalization: Normalization) -> Preparation:
+def preparation(source: SourceImage, bands: list[int], normalization: NormalizationSteps) -> Preparation:
     """How the selected raw bands become network input."""
     return Preparation(
         scales=tuple(source.scales[i] for i in bands),
@@ -40,7 +40,7 @@ def preparation(source: SourceImage, bands: list[int], normalization: Normalizat
     )
 
 
-def ingest(source: SourceImage, bands: list[int], normalization: Normalization, folder: Path) -> ZArray:
+def ingest(source: SourceImage, bands: list[int], normalization: NormalizationSteps, folder: Path) -> ZArray:
     """Write ``folder/image.zarr`` with the selected raw bands; return the opened array.
 
     Normalisations that depend on the input (``volume_zscore``, ``percentile``) are

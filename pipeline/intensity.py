@@ -19,7 +19,7 @@ from dask.base import compute
 from pipeline.errors import InputError
 from pipeline.prepare import Preparation
 from unet.card import (
-    Normalization,
+    NormalizationSteps,
     PercentileNormalization,
     VolumeZScoreNormalization,
     ZScoreNormalization,
@@ -49,7 +49,9 @@ def _percentiles(values: da.Array, mask: da.Array, low: float, high: float) -> t
     return float(np.interp(low / 100, cumulative, right)), float(np.interp(high / 100, cumulative, right))
 
 
-def resolve(raw: da.Array, preparation: Preparation, spec: Normalization, source: str) -> Normalization:
+def resolve(
+    raw: da.Array, preparation: Preparation, spec: NormalizationSteps, source: str
+) -> NormalizationSteps:
     """A fixed spec for ``spec`` computed over ``raw`` (the stored bands); others unchanged."""
     if not isinstance(spec, VolumeZScoreNormalization | PercentileNormalization):
         return spec

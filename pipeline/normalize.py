@@ -10,7 +10,7 @@ import numpy as np
 
 from unet.card import (
     LinearNormalization,
-    Normalization,
+    NormalizationSteps,
     PercentileNormalization,
     ReflectanceNormalization,
     VolumeZScoreNormalization,
@@ -23,8 +23,12 @@ from unet.card import (
 FILL_VALUE = 0.0
 
 
-def normalize(block: np.ndarray, spec: Normalization, declared: tuple[bool, ...] = ()) -> np.ndarray:
-    """Apply ``spec`` to a float32 block ``(C, ...)``."""
+def normalize(block: np.ndarray, spec: NormalizationSteps, declared: tuple[bool, ...] = ()) -> np.ndarray:
+    """Apply ``spec`` (or each of its steps, in order) to a float32 block ``(C, ...)``."""
+    if isinstance(spec, list):
+        for step in spec:
+            block = normalize(block, step, declared)
+        return block
     if isinstance(spec, LinearNormalization):
         return (block * np.float32(spec.scale) + np.float32(spec.offset)).astype(np.float32)
     if isinstance(spec, WindowNormalization):

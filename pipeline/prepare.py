@@ -18,9 +18,9 @@ from pydantic import TypeAdapter
 
 from pipeline.normalize import FILL_VALUE, normalize
 from pipeline.store import ZArray
-from unet.card import Normalization
+from unet.card import NormalizationSteps
 
-_NORMALIZATION: TypeAdapter[Normalization] = TypeAdapter(Normalization)
+_NORMALIZATION: TypeAdapter[NormalizationSteps] = TypeAdapter(NormalizationSteps)
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Preparation:
     offsets: tuple[float, ...]
     nodata: tuple[float | None, ...]
     declared: tuple[bool, ...]
-    normalization: Normalization
+    normalization: NormalizationSteps
     fill_value: float = FILL_VALUE
 
     def _shape(self, ndim: int) -> tuple[int, ...]:

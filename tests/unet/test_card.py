@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -110,7 +112,31 @@ def test_unknown_names_and_missing_files_are_not_found(tmp_path: Path) -> None:
 def test_bundled_cards_validate_and_ship_their_weights(name: str) -> None:
     card = load_card(name)
     assert card.name == name
+    if card.weights_package is not None and importlib.util.find_spec(card.weights_package) is None:
+        pytest.skip(f"{card.weights_package} (the models extra) is not installed")
     assert card.weights_path.is_file()
+
+
+def test_package_weights_need_their_package(tmp_path: Path) -> None:
+    card = load_card(
+        write_card(tmp_path, weights="model.onnx", format="onnx", weights_package="no_such_pkg_xyz")
+    )
+    with pytest.raises(
+        NotFoundError, match="field 'weights_package': package 'no_such_pkg_xyz' is not installed"
+    ):
+        _ = card.weights_path
+
+
+def test_normalisation_steps_apply_in_order(tmp_path: Path) -> None:
+    steps = [{"kind": "reflectance"}, {"kind": "zscore", "mean": [0.5], "std": [0.25]}]
+    card = load_card(write_card(tmp_path, inputs={"channels": ["b1"], "normalization": steps}))
+    from pipeline.normalize import normalize
+
+    block = np.full((1, 2, 2), 7500.0, np.float32)
+    assert np.allclose(normalize(block, card.inputs.normalization), (0.75 - 0.5) / 0.25)
+    volume_step = [{"kind": "percentile"}, {"kind": "linear", "scale": 2}]
+    with pytest.raises(CardError, match="use them alone"):
+        load_card(write_card(tmp_path, name="v", inputs={"channels": ["b1"], "normalization": volume_step}))
 
 
 UNET = {"name": "UNet", "args": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2}}
