@@ -1,0 +1,61 @@
+"""Cases of a scan archive: each NIfTI/NRRD file and each folder (a DICOM series) at its top level.
+
+Names come from the entry's name without its suffix, made safe (``flows.names``) and
+unique, so outputs of ``../x``-like or clashing names stay inside the output folder and
+apart. Hidden entries and the output folder itself (when it lies inside the archive)
+are not cases; other files are listed as ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from flows.names import sanitise, strip_suffix, unique
+from flows.results import CaseKind
+from pipeline.errors import InputError, NotFoundError
+from pipeline.medical import is_nifti, is_nrrd
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    path: str
+    kind: CaseKind
+
+
+def _kind(entry: Path) -> CaseKind | None:
+    if entry.is_dir():
+        return "dicom"
+    if is_nifti(entry):
+        return "nifti"
+    if is_nrrd(entry):
+        return "nrrd"
+    return None
+
+
+def find_cases(archive: Path, exclude: Path | None = None) -> tuple[list[Case], list[str]]:
+    """The archive's cases in name order, and the entries that are not cases."""
+    if not archive.exists():
+        raise NotFoundError(f"{archive}: archive folder not found")
+    if not archive.is_dir():
+        raise InputError(f"{archive}: not a folder; pass the folder that holds the cases")
+    skip = exclude.resolve() if exclude is not None else None
+    entries: list[tuple[Path, CaseKind]] = []
+    ignored: list[str] = []
+    for entry in sorted(archive.iterdir()):
+        if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
+            continue
+        kind = _kind(entry)
+        if kind is None:
+            ignored.append(entry.name)
+        else:
+            entries.append((entry, kind))
+    names = unique(sanitise(strip_suffix(entry.name), "case") for entry, _ in entries)
+    cases = [
+        Case(name=name, path=str(entry.absolute()), kind=kind)
+        for name, (entry, kind) in zip(names, entries, strict=True)
+    ]
+    return cases, ignored

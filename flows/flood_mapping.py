@@ -1,0 +1,248 @@
+"""The ``flood-mapping`` flow: one scene -> labels COG, flood polygons and areas.
+
+prepare (check + ingest) -> one ``infer-region`` task per region on the Dask cluster
+(GPU workers when the cluster has any) -> finish (outputs on the scene's grid) ->
+report (quick-look, artifacts, done manifest). Tasks exchange the workdir path only;
+the workdir lives under ``output_dir`` and survives a failure, so rerunning the same
+scene resumes: ingest is skipped and finished chunk rows are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from flows import layout
+from flows.cluster import current_worker, gpu_annotation, task_runner
+from flows.logs import library_logs
+from flows.names import artifact_key
+from flows.options import InferenceOptions, PolygonSettings
+from flows.quicklook import raster_quicklook
+from flows.reports import RunProgress, flood_markdown, publish_image, publish_markdown
+from flows.results import Prepared, RegionRun, SceneResult
+from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
+from flows.scenes import scene_inputs, scene_name
+from pipeline import segment as stages
+from pipeline.devices import resolve_device
+from pipeline.errors import UsageError
+from pipeline.infer import Progress
+from pipeline.store import open_array
+from unet.card import load_card
+
+log = logging.getLogger(__name__)
+
+PROGRESS_LOG_S = 30.0
+
+
+def flood_outputs(output_dir: Path, name: str, probabilities: bool) -> dict[str, Path]:
+    """Where the scene's outputs go: ``NAME.tif``, ``NAME.gpkg``, ``NAME.stats.json`` (+ probabilities)."""
+    outputs = {
+        "labels": layout.output(output_dir, name, ".tif"),
+        "polygons": layout.output(output_dir, name, ".gpkg"),
+        "stats": layout.output(output_dir, name, ".stats.json"),
+    }
+    if probabilities:
+        outputs["probabilities"] = layout.output(output_dir, name, ".probabilities.tif")
+    return outputs
+
+
+@task(name="prepare-scene", cache_policy=NONE)
+def prepare_scene(
+    inputs: list[str],
+    card: str,
+    output_dir: str,
+    name: str,
+    regions: int,
+    inference: InferenceOptions,
+    polygons: PolygonSettings,
+    probabilities: bool,
+) -> Prepared:
+    """Check the scene and the card, ingest the scene to zarr (or resume), plan ``regions`` row ranges."""
+    with library_logs():
+        started = time.perf_counter()
+        out = Path(output_dir)
+        outputs = flood_outputs(out, name, probabilities)
+        options = inference.segment_options(
+            layout.workdir(out, name),
+            stats=outputs["stats"],
+            probabilities=outputs.get("probabilities"),
+            polygons=outputs["polygons"],
+            polygon_settings=polygons,
+        )
+        workdir = stages.prepare_run([Path(p) for p in inputs], load_card(card), outputs["labels"], options)
+        return Prepared(
+            workdir=str(workdir),
+            regions=stages.regions(workdir, regions),
+            seconds=time.perf_counter() - started,
+        )
+
+
+def _progress_logger(rows: tuple[int, int]) -> Progress:
+    """An engine progress callback that logs at most every ``PROGRESS_LOG_S`` seconds."""
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_LOG_S or done >= total:
+            last[0] = now
+            log.info("rows %d-%d: %d/%d patches", rows[0], rows[1], done, total)
+
+    return report
+
+
+@task(
+    name="infer-region",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_unexpected,
+    tags=["gpu"],
+)
+def infer_region(workdir: str, rows: tuple[int, int], device: str | None = None) -> RegionRun:
+    """Run the engine over one region (resumable: done chunk rows are skipped)."""
+    with library_logs():
+        started = time.perf_counter()
+        path = Path(workdir)
+        used = str(resolve_device(device or stages.RunPlan.load(path).device))
+        stats = stages.run_rows(path, rows, device, progress=_progress_logger(rows))
+        return RegionRun(
+            rows=rows,
+            patches=stats.patches,
+            seconds=time.perf_counter() - started,
+            device=used,
+            worker=current_worker(),
+        )
+
+
+@task(name="finish-scene", cache_policy=NONE)
+def finish_scene(workdir: str) -> dict[str, Any]:
+    """Write the COG, polygons and statistics on the scene's grid (atomically)."""
+    with library_logs():
+        statistics = stages.finish_run(Path(workdir))
+        if statistics is None:
+            raise UsageError(f"{workdir}: the run did not ask for statistics")
+        return statistics
+
+
+@task(name="report-scene", cache_policy=NONE)
+def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResult:
+    """Quick-look PNG and markdown report as artifacts; then the done manifest, written last."""
+    with library_logs():
+        out = Path(quicklook).parent
+        paths = cast(list[str], open_array(Path(workdir) / "image.zarr").attrs["paths"])
+        sources = [Path(p) for p in paths]
+        png = raster_quicklook(Path(result.outputs["labels"]), sources)
+        temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
+        temporary.write_bytes(png)
+        temporary.replace(quicklook)
+        result = result.model_copy(update={"outputs": {**result.outputs, "quicklook": quicklook}})
+        key = artifact_key("flood", result.name)
+        publish_image(
+            f"{key}-quicklook", png, f"{result.name}: labels over the input (non-background tinted)"
+        )
+        publish_markdown(f"{key}-report", flood_markdown(result), f"Flood mapping report for {result.name}")
+        layout.write_manifest(out, result.name, result.model_dump(mode="json"))
+        layout.remove_workdir(out, result.name)
+        return result
+
+
+def _run_name() -> str:
+    scene = flow_run.parameters.get("scene", "")
+    try:
+        return f"flood-{scene_name(scene_inputs(scene))}"
+    except (OSError, ValueError):
+        return "flood-mapping"
+
+
+@flow(name="flood-mapping", flow_run_name=_run_name, validate_parameters=True)
+def flood_mapping(
+    scene: str | list[str],
+    model: str,
+    output_dir: str,
+    regions: int = 2,
+    dask_address: str | None = None,
+    probabilities: bool = False,
+    inference: InferenceOptions | None = None,
+    polygons: PolygonSettings | None = None,
+) -> SceneResult:
+    """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
+
+    ``scene``: a GeoTIFF/VRT, a list of band files (stacked in order), or a STAC Item
+    JSON with local assets; NAME is its sanitised stem (the Item's id). ``model``: a
+    card path or bundled card name. ``regions``: row ranges inferred as separate tasks
+    on the Dask cluster at ``dask_address`` (a local one when empty).
+    """
+    with library_logs():
+        if regions < 1:
+            raise UsageError(f"regions must be >= 1, got {regions}")
+        logger = get_run_logger()
+        started = time.perf_counter()
+        inference = inference or InferenceOptions()
+        polygons = polygons or PolygonSettings()
+        inputs = scene_inputs(scene)
+        name = scene_name(inputs)
+        out = Path(output_dir).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        card = load_card(model)
+        key = artifact_key("flood", name)
+        progress = RunProgress(f"{key}-progress", regions + 2, f"flood mapping {name}")
+
+        prepared = prepare_scene(
+            [str(p) for p in inputs],
+            str(card.card_path),
+            str(out),
+            name,
+            regions,
+            inference,
+            polygons,
+            probabilities,
+        )
+        progress.advance("ingested")
+        logger.info("%s: %d region(s) %s", name, len(prepared.regions), prepared.regions)
+
+        runs: list[RegionRun] = []
+        infer_started = time.perf_counter()
+        with task_runner(dask_address) as runner:
+            with gpu_annotation(runner.client) as gpu:
+                futures = [
+                    runner.submit(
+                        infer_region.with_options(task_run_name=f"infer-rows-{lo}-{hi}"),
+                        parameters={"workdir": prepared.workdir, "rows": (lo, hi), "device": None},
+                    )
+                    for lo, hi in prepared.regions
+                ]
+            for future in as_completed(futures):
+                run = future.result()
+                runs.append(run)
+                progress.advance(f"rows {run.rows[0]}-{run.rows[1]} on {run.device}")
+        finish_started = time.perf_counter()
+        statistics = finish_scene(prepared.workdir)
+        progress.advance("outputs written")
+        outputs = flood_outputs(out, name, probabilities)
+        result = SceneResult(
+            name=name,
+            inputs=[str(p) for p in inputs],
+            model=card.name,
+            classes=list(card.classes),
+            outputs={kind: str(path) for kind, path in outputs.items()},
+            statistics=statistics,
+            regions=sorted(runs, key=lambda run: run.rows),
+            timings={
+                "prepare (check, ingest)": prepared.seconds,
+                "infer (all regions, wall)": finish_started - infer_started,
+                "finish (COG, polygons, stats)": time.perf_counter() - finish_started,
+                "total": time.perf_counter() - started,
+            },
+            gpu_requested=gpu,
+            flow_run_id=str(flow_run.id or ""),
+        )
+        quicklook = layout.output(out, name, ".quicklook.png")
+        return report_scene(result, prepared.workdir, str(quicklook))

@@ -1,0 +1,191 @@
+"""The ``flood-inbox`` flow: start a ``flood-mapping`` run for every new scene in an inbox.
+
+Run on a schedule (prefect.yaml: every 15 minutes, on the ``cpu`` pool). A scene is
+skipped when it is done (its done manifest and every output it lists exist,
+``flows.layout``), when a ``flood-mapping`` run for it is still scheduled or running
+(runs carry the tag ``scene:NAME``), or while its file changed less than
+``min_age_s`` ago (a copy may be in progress). Anything else starts a run: as a run of
+the ``flood-mapping`` deployment when it exists (a GPU worker picks it up; this flow
+does not wait), else as a subflow here. A scene that failed before is simply started
+again and resumes from its workdir under ``output_dir``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from prefect import flow, get_run_logger, tags
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from flows import layout
+from flows.flood_mapping import flood_mapping
+from flows.logs import library_logs
+from flows.names import artifact_key
+from flows.options import InferenceOptions, PolygonSettings
+from flows.reports import inbox_rows, publish_table
+from flows.results import InboxEntry
+from flows.scenes import Scene, find_scenes, settled
+
+DEPLOYMENT = "flood-mapping/flood-mapping"
+IN_FLIGHT = [
+    StateType.SCHEDULED,
+    StateType.PENDING,
+    StateType.RUNNING,
+    StateType.PAUSED,
+    StateType.CANCELLING,
+]
+
+
+def scene_tag(name: str) -> str:
+    return f"scene:{name}"
+
+
+def in_flight(name: str) -> str:
+    """The id of a ``flood-mapping`` run for the scene that has not finished yet ('' if none)."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["flood-mapping"])),
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[scene_tag(name)]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=IN_FLIGHT)),
+            ),
+            limit=1,
+        )
+    return str(runs[0].id) if runs else ""
+
+
+def deployment_exists(name: str) -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+@flow(name="flood-inbox", validate_parameters=True)
+def flood_inbox(
+    inbox: str,
+    model: str,
+    output_dir: str,
+    regions: int = 2,
+    dask_address: str | None = None,
+    min_age_s: float = 60.0,
+    dispatch: Literal["auto", "deployment", "subflow"] = "auto",
+    deployment: str = DEPLOYMENT,
+    inference: InferenceOptions | None = None,
+    polygons: PolygonSettings | None = None,
+) -> list[InboxEntry]:
+    """Start ``flood-mapping`` for each scene of ``inbox`` (a folder or a STAC ``catalog.json``)
+    that has no finished output in ``output_dir`` yet.
+
+    ``dispatch``: ``deployment`` runs go to the deployment ``deployment`` (GPU pool),
+    ``subflow`` runs them here one after the other, ``auto`` picks the deployment if it
+    exists.
+    """
+    with library_logs():
+        logger = get_run_logger()
+        out = Path(output_dir).expanduser().resolve()
+        scenes = find_scenes(Path(inbox).expanduser().resolve())
+        use_deployment = dispatch == "deployment" or (dispatch == "auto" and deployment_exists(deployment))
+        logger.info(
+            "%d scene(s) in %s; new ones go to %s",
+            len(scenes),
+            inbox,
+            f"deployment {deployment}" if use_deployment else "subflows",
+        )
+        dispatcher = _Dispatcher(
+            out=out,
+            deployment=deployment if use_deployment else None,
+            model=model,
+            regions=regions,
+            dask_address=dask_address,
+            inference=inference or InferenceOptions(),
+            polygons=polygons or PolygonSettings(),
+        )
+        entries: list[InboxEntry] = []
+        for scene in scenes:
+            entries.append(dispatcher.handle(scene, min_age_s))
+            logger.info("%s: %s %s", scene.name, entries[-1].status, entries[-1].detail)
+        publish_table(
+            artifact_key("inbox", Path(inbox).name), inbox_rows(entries), f"Scenes of {inbox} in this run"
+        )
+        return entries
+
+
+@dataclass(frozen=True)
+class _Dispatcher:
+    """Decides about one scene and starts its run (deployment run or subflow)."""
+
+    out: Path
+    deployment: str | None
+    model: str
+    regions: int
+    dask_address: str | None
+    inference: InferenceOptions
+    polygons: PolygonSettings
+
+    def handle(self, scene: Scene, min_age_s: float) -> InboxEntry:
+        inputs = [str(path) for path in scene.inputs]
+        entry = InboxEntry(name=scene.name, inputs=inputs, status="done")
+        if layout.read_manifest(self.out, scene.name) is not None:
+            return entry.model_copy(update={"detail": "outputs exist"})
+        running = in_flight(scene.name)
+        if running:
+            return entry.model_copy(update={"status": "running", "flow_run_id": running})
+        if not settled(scene, min_age_s):
+            return entry.model_copy(
+                update={"status": "waiting", "detail": f"changed < {min_age_s:.0f} s ago"}
+            )
+        scene_parameter: str | list[str] = inputs[0] if len(inputs) == 1 else inputs
+        if self.deployment is not None:
+            run = cast(
+                FlowRun,
+                run_deployment(
+                    self.deployment,
+                    parameters={
+                        "scene": scene_parameter,
+                        "model": self.model,
+                        "output_dir": str(self.out),
+                        "regions": self.regions,
+                        "dask_address": self.dask_address,
+                        "inference": self.inference.model_dump(mode="json"),
+                        "polygons": self.polygons.model_dump(mode="json"),
+                    },
+                    timeout=0,
+                    tags=[scene_tag(scene.name)],
+                ),
+            )
+            return entry.model_copy(
+                update={"status": "started", "detail": self.deployment, "flow_run_id": str(run.id)}
+            )
+        with tags(scene_tag(scene.name)):
+            state = flood_mapping(
+                scene_parameter,
+                self.model,
+                str(self.out),
+                regions=self.regions,
+                dask_address=self.dask_address,
+                inference=self.inference,
+                polygons=self.polygons,
+                return_state=True,
+            )
+        run_id = str(state.state_details.flow_run_id or "")
+        if state.is_completed():
+            return entry.model_copy(update={"status": "processed", "flow_run_id": run_id})
+        return entry.model_copy(
+            update={"status": "failed", "detail": state.message or state.name or "", "flow_run_id": run_id}
+        )

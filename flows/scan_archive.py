@@ -1,0 +1,251 @@
+"""The ``scan-archive`` flow: every case of a folder of scans -> a NIfTI mask (+ DICOM SEG).
+
+Each case (a NIfTI/NRRD file, or a folder holding a DICOM series) is one task on the
+Dask cluster (GPU workers when it has any). DICOM cases get both outputs from one
+inference: the SEG is written from the same workdir, whose chunk rows are all done.
+A case the library refuses (``SegpipeError``: unreadable file, no usable series) is
+quarantined with its reason and not retried; unexpected errors are retried, and if
+they persist the case is reported as failed and the run ends Failed after the report
+is written. Inputs are only read, never moved or copied; outputs are written
+atomically, so a broken case leaves no mask.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from flows import layout
+from flows.cases import Case, find_cases
+from flows.cluster import current_worker, gpu_annotation, task_runner
+from flows.logs import library_logs
+from flows.names import artifact_key
+from flows.options import InferenceOptions
+from flows.quicklook import volume_quicklook
+from flows.reports import (
+    RunProgress,
+    archive_markdown,
+    case_rows,
+    publish_image,
+    publish_markdown,
+    publish_table,
+)
+from flows.results import ArchiveReport, CaseResult
+from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
+from pipeline import segment as stages
+from pipeline.devices import resolve_device
+from pipeline.errors import InputError, SegpipeError
+from unet.card import load_card
+
+REPORT = "scan-archive-report.json"
+
+
+def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
+    """``NAME.nii.gz`` and ``NAME.stats.json`` for every case, ``NAME.seg.dcm`` for DICOM cases."""
+    outputs = {
+        "mask": layout.output(output_dir, case.name, ".nii.gz"),
+        "stats": layout.output(output_dir, case.name, ".stats.json"),
+    }
+    if case.kind == "dicom":
+        outputs["seg"] = layout.output(output_dir, case.name, ".seg.dcm")
+    return outputs
+
+
+def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
+    classes: dict[str, Any] = (statistics or {}).get("classes", {})
+    return {name: float(entry["volume_ml"]) for name, entry in list(classes.items())[1:]}
+
+
+@task(
+    name="segment-case",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_unexpected,
+    tags=["gpu"],
+)
+def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOptions) -> CaseResult:
+    """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad."""
+    with library_logs():
+        out = Path(output_dir)
+        outputs = case_outputs(out, case)
+        workdir_path = layout.workdir(out, case.name)
+        model = load_card(card)
+        inputs = [Path(case.path)]
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[step] = now - clock
+            clock = now
+
+        try:
+            options = inference.segment_options(workdir_path, stats=outputs["stats"])
+            workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
+            lap("prepare")
+            stages.run_rows(workdir)
+            lap("infer")
+            statistics = stages.finish_run(workdir)
+            lap("write")
+            if "seg" in outputs:
+                # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
+                stages.prepare_run(inputs, model, outputs["seg"], inference.segment_options(workdir_path))
+                stages.run_rows(workdir)
+                stages.finish_run(workdir)
+                lap("seg")
+        except InputError:
+            layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
+            raise
+        png = volume_quicklook(workdir)
+        quicklook = layout.output(out, case.name, ".quicklook.png")
+        temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
+        temporary.write_bytes(png)
+        temporary.replace(quicklook)
+        publish_image(
+            artifact_key("scan", case.name, "quicklook"), png, f"{case.name}: mask over the middle slice"
+        )
+        result = CaseResult(
+            name=case.name,
+            input=case.path,
+            kind=case.kind,
+            status="done",
+            outputs={kind: str(path) for kind, path in {**outputs, "quicklook": quicklook}.items()},
+            volumes_ml=_volumes(statistics),
+            timings=timings,
+            device=str(resolve_device(inference.device)),
+            worker=current_worker(),
+        )
+        layout.write_manifest(out, case.name, result.model_dump(mode="json"))
+        layout.remove_workdir(out, case.name)
+        return result
+
+
+def reused(output_dir: Path, case: Case) -> CaseResult | None:
+    """The case's result from an earlier run, if that run finished it from the same input."""
+    manifest = layout.read_manifest(output_dir, case.name)
+    if manifest is None or manifest.get("input") != case.path:
+        return None
+    return CaseResult.model_validate({**manifest, "status": "reused"})
+
+
+def _refused(case: Case, error: BaseException | None) -> CaseResult:
+    status = "quarantined" if isinstance(error, SegpipeError) else "failed"
+    reason = (str(error) or type(error).__name__) if error is not None else "no result"
+    return CaseResult(name=case.name, input=case.path, kind=case.kind, status=status, reason=reason)
+
+
+def write_report(path: Path, report: ArchiveReport) -> None:
+    """The run's report as JSON, replaced atomically."""
+    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    temporary.write_text(json.dumps(report.model_dump(mode="json"), indent=1), encoding="utf-8")
+    temporary.replace(path)
+
+
+@flow(name="scan-archive", validate_parameters=True)
+def scan_archive(
+    archive: str,
+    model: str,
+    output_dir: str,
+    dask_address: str | None = None,
+    overwrite: bool = False,
+    inference: InferenceOptions | None = None,
+) -> ArchiveReport:
+    """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
+    ``output_dir``.
+
+    Cases finished by an earlier run from the same input are reused unless ``overwrite``.
+    ``dask_address``: the Dask scheduler whose workers run the cases (a local cluster
+    when empty).
+    """
+    with library_logs():
+        logger = get_run_logger()
+        started_at = dt.datetime.now(dt.UTC)
+        started = time.perf_counter()
+        inference = inference or InferenceOptions()
+        root = Path(archive).expanduser().resolve()
+        out = Path(output_dir).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        card = load_card(model)
+        cases, ignored = find_cases(root, exclude=out)
+        logger.info("%s: %d case(s), %d other entries ignored", root, len(cases), len(ignored))
+        key = artifact_key("scan", root.name)
+        progress = RunProgress(f"{key}-progress", len(cases), f"cases of {root.name}")
+
+        results: dict[str, CaseResult] = {}
+        todo: list[Case] = []
+        for case in cases:
+            earlier = None if overwrite else reused(out, case)
+            if earlier is None:
+                todo.append(case)
+            else:
+                results[case.name] = earlier
+                progress.advance(f"{case.name} reused")
+        gpu = False
+        if todo:
+            with task_runner(dask_address) as runner:
+                with gpu_annotation(runner.client) as gpu:
+                    futures = {
+                        runner.submit(
+                            segment_case.with_options(task_run_name=f"case-{case.name}"),
+                            parameters={
+                                "case": case,
+                                "card": str(card.card_path),
+                                "output_dir": str(out),
+                                "inference": inference,
+                            },
+                        ): case
+                        for case in todo
+                    }
+                for future in as_completed(list(futures)):
+                    case = futures[future]
+                    future.wait()
+                    if future.state.is_completed():
+                        results[case.name] = future.result()
+                    else:
+                        error = future.result(raise_on_failure=False)
+                        results[case.name] = _refused(
+                            case, error if isinstance(error, BaseException) else None
+                        )
+                        logger.warning(
+                            "case %s %s: %s", case.name, results[case.name].status, results[case.name].reason
+                        )
+                    progress.advance(f"{case.name} {results[case.name].status}")
+
+        report = ArchiveReport(
+            archive=str(root),
+            model=card.name,
+            classes=list(card.classes),
+            output_dir=str(out),
+            flow_run_id=str(flow_run.id or ""),
+            started=started_at.isoformat(),
+            seconds=time.perf_counter() - started,
+            gpu_requested=gpu,
+            cases=[results[case.name] for case in cases],
+            ignored=ignored,
+        )
+        report_path = out / REPORT
+        write_report(report_path, report)
+        publish_table(
+            f"{key}-cases", case_rows(report), f"Every case of {root}: status, reason, outputs, volumes"
+        )
+        publish_markdown(
+            f"{key}-report", archive_markdown(report, report_path), f"Scan archive report for {root}"
+        )
+        failed = [case for case in report.cases if case.status == "failed"]
+        if failed:
+            names = ", ".join(case.name for case in failed)
+            raise RuntimeError(
+                f"{len(failed)} case(s) failed unexpectedly after retries ({names}); see {report_path}"
+            )
+        return report

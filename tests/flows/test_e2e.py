@@ -1,0 +1,215 @@
+"""End to end: a real ``prefect server``, ``prefect deploy --all`` from prefect.yaml, a process
+worker on the ``gpu`` pool, a ``flood-mapping`` deployment run on a real Landsat scene, and the
+run, its logs and its artifacts in the UI (headless Chromium, when one is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import PrefectServer, stop_process_group
+from tests.helpers import REPO, shared_file
+
+pytestmark = pytest.mark.slow
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@dataclass
+class DeployedRun:
+    server: PrefectServer
+    flow_run: dict[str, Any]
+    output_dir: Path
+    artifacts: dict[str, dict[str, Any]]
+    logs: list[dict[str, Any]]
+    deploy_output: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prefect(server: PrefectServer, *args: str, timeout: float = 300) -> str:
+    """Run the ``prefect`` CLI against the test server from the checkout's root; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", *args],
+        cwd=REPO,
+        env=server.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"prefect {' '.join(args)} exited {done.returncode}:\n{output[-4000:]}"
+    return output
+
+
+def api(server: PrefectServer, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = httpx.post(f"{server.api}{path}", json=body or {}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def deployed_run(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedRun]:
+    scene = shared_file("geo/rasterio_RGB_byte/RGB.byte.tif")
+    output_dir = tmp_path_factory.mktemp("e2e") / "flood"
+    timings: dict[str, float] = {"server healthy": prefect_server.startup_s}
+
+    def timed(step: str, *args: str) -> str:
+        started = time.perf_counter()
+        output = prefect(prefect_server, *args)
+        timings[step] = time.perf_counter() - started
+        return output
+
+    timed("work pools", "work-pool", "create", "gpu", "--type", "process")
+    prefect(prefect_server, "work-pool", "create", "cpu", "--type", "process")
+    deploy_output = timed("deploy --all", "--no-prompt", "deploy", "--all")
+    worker_log = prefect_server.home / "worker.log"
+    with worker_log.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "gpu", "--limit", "1"],
+            cwd=REPO,
+            env=prefect_server.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so it can be stopped
+        )
+    try:
+        parameters = json.dumps({"scene": str(scene), "output_dir": str(output_dir)})
+        timed(
+            "deployment run --watch",
+            *("deployment", "run", "flood-mapping/flood-mapping", "--params", parameters),
+            *("--watch", "--watch-timeout", "400"),
+        )
+    finally:
+        started = time.perf_counter()
+        stop_process_group(worker, grace=5.0)
+        timings["worker stop"] = time.perf_counter() - started
+    (flow_run,) = api(
+        prefect_server,
+        "/flow_runs/filter",
+        {
+            "flows": {"name": {"any_": ["flood-mapping"]}},
+            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+        },
+    )
+    run_filter = {"flow_runs": {"id": {"any_": [flow_run["id"]]}}}
+    artifacts = {a["key"]: a for a in api(prefect_server, "/artifacts/filter", run_filter)}
+    logs = api(prefect_server, "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run["id"]]}}})
+    yield DeployedRun(prefect_server, flow_run, output_dir, artifacts, logs, deploy_output, timings)
+    print("e2e timings (s):", {step: round(seconds, 1) for step, seconds in timings.items()})
+
+
+def test_prefect_yaml_deploys_every_deployment(deployed_run: DeployedRun) -> None:
+    deployments = api(deployed_run.server, "/deployments/filter")
+    by_name = {d["name"]: d for d in deployments}
+    assert set(by_name) == {"flood-mapping", "flood-inbox", "scan-archive"}
+    assert by_name["flood-mapping"]["work_pool_name"] == "gpu"
+    assert by_name["scan-archive"]["work_pool_name"] == "gpu"
+    assert by_name["flood-inbox"]["work_pool_name"] == "cpu"
+    assert [s["schedule"]["cron"] for s in by_name["flood-inbox"]["schedules"]] == ["*/15 * * * *"]
+    env = by_name["flood-mapping"]["job_variables"]["env"]
+    assert env["PREFECT_LOGGING_EXTRA_LOGGERS"] == "pipeline,unet,flows"
+    (step,) = by_name["flood-mapping"]["pull_steps"]
+    assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(REPO)
+
+
+def test_the_deployment_run_writes_outputs_artifacts_and_library_logs(deployed_run: DeployedRun) -> None:
+    run = deployed_run.flow_run
+    assert run["name"] == "flood-RGB.byte"
+    assert run["parameters"]["model"] == "random-unet-2d"  # prefect.yaml's default
+    out = deployed_run.output_dir
+    for suffix in (".tif", ".gpkg", ".stats.json", ".quicklook.png"):
+        assert (out / f"RGB.byte{suffix}").is_file()
+    stats = json.loads((out / "RGB.byte.stats.json").read_text())
+    assert set(stats["classes"]) == {"c0", "c1", "c2"}
+    assert set(deployed_run.artifacts) == {
+        "flood-rgb-byte-progress",
+        "flood-rgb-byte-report",
+        "flood-rgb-byte-quicklook",
+    }
+    assert deployed_run.artifacts["flood-rgb-byte-progress"]["data"] == 100
+    assert deployed_run.artifacts["flood-rgb-byte-quicklook"]["data"].startswith("data:image/png;base64,")
+    names = {entry["name"] for entry in deployed_run.logs}
+    assert {"pipeline.segment", "pipeline.devices", "unet.loaders", "flows.cluster"} <= names
+
+
+def _browser() -> str:
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip(f"no headless browser found ({', '.join(BROWSERS)}); install Debian's chromium")
+
+
+def _chromium(browser: str, profile: Path, url: str, *args: str) -> str:
+    done = subprocess.run(
+        [
+            browser,
+            *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
+            *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
+            f"--user-data-dir={profile}",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=20000",
+            *args,
+            url,
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _text(dom: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_the_run_its_logs_and_artifacts_show_in_the_ui(deployed_run: DeployedRun, tmp_path: Path) -> None:
+    browser = _browser()
+    profile = tmp_path / "profile"
+    ui = deployed_run.server.url
+    run_page = f"{ui}/runs/flow-run/{deployed_run.flow_run['id']}"
+
+    page = _text(_chromium(browser, profile, run_page, "--dump-dom"))
+    assert "flood-RGB.byte" in page
+    assert "Completed" in page
+    assert "Switch to V2 UI" in page  # the V1 UI: no analytics calls, works offline
+    assert "pipeline.segment" in page  # library logs in the run's Logs tab
+    assert "ingesting" in page
+    screenshot = tmp_path / "ui.png"
+    _chromium(browser, profile, run_page, f"--screenshot={screenshot}")
+    assert screenshot.stat().st_size > 20_000
+
+    image = deployed_run.artifacts["flood-rgb-byte-quicklook"]
+    dom = _chromium(browser, profile, f"{ui}/artifacts/artifact/{image['id']}", "--dump-dom")
+    assert re.search(r'<img[^>]+src="data:image/png;base64,', dom)
+    _chromium(
+        browser,
+        profile,
+        f"{ui}/artifacts/artifact/{image['id']}",
+        f"--screenshot={tmp_path / 'quicklook.png'}",
+    )
+    report = deployed_run.artifacts["flood-rgb-byte-report"]
+    text = _text(_chromium(browser, profile, f"{ui}/artifacts/artifact/{report['id']}", "--dump-dom"))
+    assert "Flood mapping: RGB.byte" in text
+    assert "random-unet-2d" in text
+    assert "area (km²)" in text
