@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -14,12 +15,18 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+@functools.cache
+def _auto_device() -> torch.device:
+    """The ``auto`` choice, said once per process in the log."""
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    log.info("device auto: using %s", device)
+    return device
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when present (said in the log), else CPU; ``cuda[:N]`` must exist."""
     if name == "auto":
-        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        log.info("device auto: using %s", device)
-        return device
+        return _auto_device()
     if name == "cpu":
         return torch.device("cpu")
     if re.fullmatch(r"cuda(:\d+)?", name):
