@@ -40,6 +40,7 @@ from pipeline.vectorize import PolygonOptions
 from pipeline.workdir import Workdir, fingerprint
 from unet.card import ModelCard, load_card
 from unet.loaders import load_network
+from unet.recipes import run_recipe
 
 log = logging.getLogger(__name__)
 
@@ -412,17 +413,39 @@ def run_rows(
         plan.batch_size,
         "all" if rows is None else f"{rows[0]}-{rows[1]}",
     )
+    done = DoneMarks(workdir / "done")
+    if card.recipe is not None:
+        return _run_recipe(card, image, labels, probabilities, prepare, done, torch_device)
     network = load_network(card, torch_device)
-    return run_engine(
-        image,
-        network,
-        settings,
-        labels,
-        probabilities,
-        DoneMarks(workdir / "done"),
-        rows=rows,
-        progress=progress,
-    )
+    return run_engine(image, network, settings, labels, probabilities, done, rows=rows, progress=progress)
+
+
+def _run_recipe(
+    card: ModelCard,
+    image: ZArray,
+    labels: ZArray,
+    probabilities: ZArray | None,
+    prepare: Preparation | None,
+    done: DoneMarks,
+    device: torch.device,
+) -> EngineStats:
+    """A registered recipe over the whole volume (fixed input shapes, cascades); all rows at once."""
+    started = time.perf_counter()
+    chunk_rows = range(math.ceil(labels.shape[0] / labels.chunks[0]))
+    if not done.pending(chunk_rows):
+        return EngineStats()
+    volume = np.asarray(image[...])
+    prepared = prepare(volume) if prepare is not None else volume.astype(np.float32)
+    paths = image.attrs.get("paths")
+    source = str(paths[0]) if isinstance(paths, list) and paths else "the input"
+    class_probabilities, classes = run_recipe(card, prepared[0], device, source)
+    labels[...] = classes
+    if probabilities is not None:
+        probabilities[...] = class_probabilities
+    for row in chunk_rows:
+        done.mark(row)
+    seconds = time.perf_counter() - started
+    return EngineStats(patches=1, batches=1, wall_seconds=seconds, rows=(0, int(labels.shape[0])))
 
 
 def finish_run(workdir: Path) -> dict[str, Any] | None:

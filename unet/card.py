@@ -240,6 +240,13 @@ class ModelCard(_Strict):
     weights_package: str | None = Field(
         default=None, description="an installed Python package whose folder holds `weights`"
     )
+    recipe: Literal["deepbet"] | None = Field(
+        default=None,
+        description="a registered inference recipe (unet/recipes.py) instead of a sliding window",
+    )
+    recipe_weights: dict[str, Path] = Field(
+        default_factory=dict, description="further networks a recipe needs, resolved like `weights`"
+    )
     inputs: Inputs
     patch_size: tuple[int, ...]
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
@@ -332,6 +339,10 @@ class ModelCard(_Strict):
     @property
     def weights_path(self) -> Path:
         """Weights resolved against the card's folder, or inside ``weights_package`` as installed."""
+        return self.resolve(self.weights)
+
+    def resolve(self, weights: Path) -> Path:
+        """``weights`` (the card's or a recipe's) against the package or the card's folder."""
         if self.weights_package is not None:
             spec = importlib.util.find_spec(self.weights_package)
             if spec is None or not spec.submodule_search_locations:
@@ -340,10 +351,10 @@ class ModelCard(_Strict):
                     f"{where}: field 'weights_package': package '{self.weights_package}' is not installed "
                     "(pip install 'segpipe[models]')"
                 )
-            return Path(next(iter(spec.submodule_search_locations))) / self.weights
-        if self.weights.is_absolute() or self._card_path is None:
-            return self.weights
-        return self._card_path.parent / self.weights
+            return Path(next(iter(spec.submodule_search_locations))) / weights
+        if weights.is_absolute() or self._card_path is None:
+            return weights
+        return self._card_path.parent / weights
 
     @property
     def weights_file(self) -> Path:

@@ -37,6 +37,15 @@ def _torchscript(path: Path, device: torch.device) -> torch.nn.Module:
     return module  # type: ignore[no-any-return]
 
 
+def load_torchscript(path: Path, device: torch.device) -> Network:
+    """A further TorchScript network (a recipe's), in eval mode on ``device``."""
+    if not path.is_file():
+        raise NotFoundError(f"{path}: TorchScript file not found")
+    module = _torchscript(path, device)
+    module.eval()
+    return module
+
+
 def _monai(card: ModelCard, path: Path) -> torch.nn.Module:
     if card.network is None:
         raise ModelError(f"{_card_name(card)}: field 'network': format '{card.format}' needs one here")
