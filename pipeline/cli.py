@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -55,6 +56,20 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise UsageError(f"{option} takes integers separated by commas, got '{text}'") from None
+
+
+T = TypeVar("T")
+ProgressCallback = Callable[[int, int], None]
+
+
+def _with_progress(unit: str, quiet: bool, run: Callable[[ProgressCallback | None], T]) -> T:
+    """Run with a progress bar on stderr, unless quiet or stderr is not a terminal."""
+    if quiet or not stderr.is_terminal:
+        return run(None)
+    columns = (TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task(unit, total=None)
+        return run(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 @app.command()
@@ -129,25 +144,89 @@ def segment(
         workdir=workdir,
         resume=not no_resume,
     )
-    if quiet or not stderr.is_terminal:
-        result = run_segment(inputs, card, output, options)
-    else:
-        columns = (TextColumn("patches"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=stderr, transient=True) as bar:
-            task = bar.add_task("patches", total=None)
-            result = run_segment(
-                inputs,
-                card,
-                output,
-                options,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+    result = _with_progress(
+        "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)
+    )
     logging.getLogger("segpipe").info(
         "wrote %s in %.1f s (%d patches on %s)",
         result.output,
         result.seconds,
         result.stats.patches,
         result.device,
+    )
+
+
+def _span(text: str | None, option: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        start, stop = (int(part) for part in parts)
+    except ValueError:
+        raise UsageError(f"{option} takes START:STOP (0-based, STOP excluded), got '{text}'") from None
+    return start, stop
+
+
+@app.command()
+def train(
+    images: Annotated[list[Path], typer.Argument(help="Training image(s): GeoTIFF chips or NIfTI volumes.")],
+    label: Annotated[
+        list[Path], typer.Option("--label", "-l", help="Label raster/volume for each image, in order.")
+    ],
+    card: Annotated[
+        Path, typer.Option("--card", help="Template card: network, channels, classes, normalisation, patch.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Card YAML to write; weights go beside it.")],
+    val_image: Annotated[Path | None, typer.Option("--val-image", help="Held-out validation image.")] = None,
+    val_label: Annotated[Path | None, typer.Option("--val-label", help="Its labels.")] = None,
+    train_columns: Annotated[
+        str | None, typer.Option("--train-columns", help="START:STOP: train on these columns only.")
+    ] = None,
+    val_columns: Annotated[
+        str | None, typer.Option("--val-columns", help="START:STOP: validate on these columns.")
+    ] = None,
+    bands: Annotated[
+        str | None, typer.Option("--bands", help="Bands for the card's channels: 1-based indices or names.")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs")] = 20,
+    patches_per_epoch: Annotated[int, typer.Option("--patches-per-epoch")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    foreground: Annotated[
+        float, typer.Option("--foreground", help="Share of patches centred on a foreground pixel.")
+    ] = 0.5,
+    init: Annotated[Path | None, typer.Option("--init", help="Weights to fine-tune from.")] = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a card's MONAI U-Net on image/label pairs; write a card + .safetensors that segment runs."""
+    _configure_logging(verbose, quiet)
+    from unet.train import TrainOptions, run_training
+
+    options = TrainOptions(
+        epochs=epochs,
+        patches_per_epoch=patches_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        foreground=foreground,
+        bands=tuple(bands.split(",")) if bands else None,
+        train_columns=_span(train_columns, "--train-columns"),
+        val_columns=_span(val_columns, "--val-columns"),
+        init=init,
+    )
+    result = _with_progress(
+        "steps",
+        quiet,
+        lambda progress: run_training(images, label, card, output, options, val_image, val_label, progress),
+    )
+    logging.getLogger("segpipe").info(
+        "wrote %s (best epoch %d, validation mean foreground Dice %.3f) in %.1f s",
+        result.card,
+        result.best_epoch,
+        result.best_dice,
+        result.seconds,
     )
 
 
