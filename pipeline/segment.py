@@ -438,7 +438,7 @@ def _run_recipe(
     prepared = prepare(volume) if prepare is not None else volume.astype(np.float32)
     paths = image.attrs.get("paths")
     source = str(paths[0]) if isinstance(paths, list) and paths else "the input"
-    class_probabilities, classes = run_recipe(card, prepared[0], device, source)
+    class_probabilities, classes = run_recipe(card, prepared, device, source)
     labels[...] = classes
     if probabilities is not None:
         probabilities[...] = class_probabilities

@@ -240,7 +240,7 @@ class ModelCard(_Strict):
     weights_package: str | None = Field(
         default=None, description="an installed Python package whose folder holds `weights`"
     )
-    recipe: Literal["deepbet"] | None = Field(
+    recipe: Literal["deepbet", "ukis-csmask"] | None = Field(
         default=None,
         description="a registered inference recipe (unet/recipes.py) instead of a sliding window",
     )

@@ -1,6 +1,15 @@
 """Registered inference recipes: models that are not run as a sliding window.
 
 A card names a recipe (``recipe: deepbet``); the code lives here, never in the card.
+Recipes see the whole input at once (prepared: declared scaling and the card's
+normalisation applied), so unlike the streaming engine they hold it in memory.
+
+``ukis-csmask`` follows ukis-csmask 1.0's tiling (``utils.tile_array`` / ``untile_array``):
+the image is padded symmetrically by ``int(0.2 * 256)`` before and ``257 + that`` after
+on both axes, cut into 256 px tiles every ``int(0.8 * 256)`` px, each tile's softmax is
+weighted by a 2D Tukey window (alpha 0.4) and summed, the padding is cropped, and the
+label is the argmax. The mask then depends on tile placement exactly as ukis-csmask's
+does (the same scene shifted by a few dozen pixels changes 10-18 % of its pixels).
 
 ``deepbet`` follows deepbet's own cascade (deepbet 1.0, ``bet.py``): the RAS volume is
 resized (nearest-exact) to 128^3; its 0.5/99.5 percentiles set the intensity range;
@@ -91,10 +100,50 @@ def deepbet(
     return brain, mask
 
 
+UKIS_TILE = 256
+UKIS_OVERLAP = 0.2
+
+
+def _tukey(size: int, alpha: float) -> np.ndarray:
+    """The tapered cosine window (``scipy.signal.windows.tukey``)."""
+    from scipy.signal.windows import tukey
+
+    window: np.ndarray = tukey(size, alpha)
+    return window
+
+
+def ukis_tiles(image: np.ndarray, network: Network, device: torch.device, batch_size: int = 4) -> np.ndarray:
+    """Class probabilities ``(K, rows, cols)`` of a prepared ``(C, rows, cols)``, tiled as ukis-csmask."""
+    tile, margin = UKIS_TILE, int(UKIS_TILE * UKIS_OVERLAP)
+    step = int(UKIS_TILE - UKIS_TILE * UKIS_OVERLAP)
+    _, rows, cols = image.shape
+    padded = np.pad(
+        image, ((0, 0), (margin, tile + 1 + margin), (margin, tile + 1 + margin)), mode="symmetric"
+    )
+    starts = [[offset for offset in range(0, padded.shape[axis] - tile + 1, step)] for axis in (1, 2)]
+    window1d = _tukey(tile, UKIS_OVERLAP * 2)
+    window = torch.from_numpy(np.outer(window1d, window1d).astype(np.float32)).to(device)
+    positions = [(r, c) for r in starts[0] for c in starts[1]]
+    total: torch.Tensor | None = None
+    with torch.inference_mode():
+        for index in range(0, len(positions), batch_size):
+            chunk = positions[index : index + batch_size]
+            batch = np.stack([padded[:, r : r + tile, c : c + tile] for r, c in chunk])
+            outputs = torch.softmax(network(torch.from_numpy(batch).to(device)).float(), dim=1) * window
+            if total is None:
+                total = torch.zeros((outputs.shape[1], *padded.shape[1:]), device=device)
+            for (r, c), output in zip(chunk, outputs, strict=True):
+                total[:, r : r + tile, c : c + tile] += output
+    if total is None:
+        raise InputError("the image holds no pixel to tile")
+    summed = total[:, margin : margin + rows, margin : margin + cols]
+    return (summed / summed.sum(dim=0, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+
+
 def run_recipe(
     card: ModelCard, volume: np.ndarray, device: torch.device, source: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(probabilities (K, ...), labels (...))`` of the card's recipe on a RAS volume."""
+    """``(probabilities (K, ...), labels (...))`` of the card's recipe on a prepared input ``(C, ...)``."""
     from unet.loaders import load_network, load_torchscript
 
     if card.recipe == "deepbet":
@@ -102,6 +151,9 @@ def run_recipe(
             raise InputError(f"{card.card_path}: field 'recipe_weights': deepbet needs 'bbox'")
         network = load_network(card, device)
         bbox_network = load_torchscript(card.resolve(card.recipe_weights["bbox"]), device)
-        brain, mask = deepbet(volume, network, bbox_network, device, source)
+        brain, mask = deepbet(volume[0], network, bbox_network, device, source)
         return np.stack([1.0 - brain, brain]).astype(np.float32), mask.astype(np.uint8)
+    if card.recipe == "ukis-csmask":
+        probabilities = ukis_tiles(volume, load_network(card, device), device)
+        return probabilities, np.argmax(probabilities, axis=0).astype(np.uint8)
     raise InputError(f"{card.card_path}: field 'recipe': unknown recipe '{card.recipe}'")
