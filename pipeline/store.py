@@ -1,9 +1,9 @@
 """Zarr layout of a run's intermediates, and the marks that say which output chunks are done.
 
-A workdir holds ``image.zarr`` (the normalised input, ``(C, *spatial)`` float32, with the
-source geometry in its attributes), ``valid.zarr`` (bool, where every band held data;
-absent when all of it did), and ``labels.zarr`` / ``probabilities.zarr`` (the engine's
-outputs). Output chunks are whole rows of chunks along the first axis; ``done/`` holds
+A workdir holds ``image.zarr`` (the selected input bands as stored, ``(C, *spatial)``, with
+the geometry and the preparation in its attributes), ``labels.zarr`` /
+``probabilities.zarr`` (the outputs; ``model_*.zarr`` when the model runs at another
+spacing) and ``plan.json`` / ``manifest.json``. Output chunks are whole rows of chunks along the first axis; ``done/`` holds
 one empty file per finished chunk row, created after that row is written.
 """
 
