@@ -57,15 +57,20 @@ def test_a_full_card_parses_and_resolves_weights_next_to_it(tmp_path: Path) -> N
         ({"patch_size": [0, 8]}, "patch_size", ">= 1"),
     ],
 )
-def test_invalid_cards_name_the_file_and_the_field(
-    tmp_path: Path, change: dict[str, Any], field: str, problem: str
-) -> None:
+def _assert_card_error(tmp_path: Path, change: dict[str, Any], field: str, problem: str) -> None:
+    """The card with ``change`` fails, naming its file and ``field``, with ``problem`` in the message."""
     path = write_card(tmp_path, **change)
     with pytest.raises(CardError) as excinfo:
         load_card(path)
     message = str(excinfo.value)
     assert message.startswith(f"{path.resolve()}: field '{field}'")
     assert problem in message
+
+
+def test_invalid_cards_name_the_file_and_the_field(
+    tmp_path: Path, change: dict[str, Any], field: str, problem: str
+) -> None:
+    _assert_card_error(tmp_path, change, field, problem)
 
 
 def test_missing_field_is_named(tmp_path: Path) -> None:
@@ -206,12 +211,7 @@ UNET = {"name": "UNet", "args": {"spatial_dims": 2, "in_channels": 1, "out_chann
 def test_invalid_network_fields_name_the_file_and_the_field(
     tmp_path: Path, change: dict[str, Any], field: str, problem: str
 ) -> None:
-    path = write_card(tmp_path, **change)
-    with pytest.raises(CardError) as excinfo:
-        load_card(path)
-    message = str(excinfo.value)
-    assert message.startswith(f"{path.resolve()}: field '{field}'")
-    assert problem in message
+    _assert_card_error(tmp_path, change, field, problem)
 
 
 @pytest.mark.parametrize(
