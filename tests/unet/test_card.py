@@ -38,6 +38,16 @@ def test_a_full_card_parses_and_resolves_weights_next_to_it(tmp_path: Path) -> N
     assert card.output_channels == 3
 
 
+def _assert_card_error(tmp_path: Path, change: dict[str, Any], field: str, problem: str) -> None:
+    """The card with ``change`` fails, naming its file and ``field``, with ``problem`` in the message."""
+    path = write_card(tmp_path, **change)
+    with pytest.raises(CardError) as excinfo:
+        load_card(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{path.resolve()}: field '{field}'")
+    assert problem in message
+
+
 @pytest.mark.parametrize(
     ("change", "field", "problem"),
     [
@@ -57,16 +67,6 @@ def test_a_full_card_parses_and_resolves_weights_next_to_it(tmp_path: Path) -> N
         ({"patch_size": [0, 8]}, "patch_size", ">= 1"),
     ],
 )
-def _assert_card_error(tmp_path: Path, change: dict[str, Any], field: str, problem: str) -> None:
-    """The card with ``change`` fails, naming its file and ``field``, with ``problem`` in the message."""
-    path = write_card(tmp_path, **change)
-    with pytest.raises(CardError) as excinfo:
-        load_card(path)
-    message = str(excinfo.value)
-    assert message.startswith(f"{path.resolve()}: field '{field}'")
-    assert problem in message
-
-
 def test_invalid_cards_name_the_file_and_the_field(
     tmp_path: Path, change: dict[str, Any], field: str, problem: str
 ) -> None:
