@@ -27,6 +27,7 @@ from rasterio.windows import Window
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
+from pipeline.labels import stored_label_dtype
 from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
@@ -313,7 +314,7 @@ def write_labels(
     uint8 with nodata 255 up to 255 classes (255 is never a class index), else uint16
     with nodata 65535. Class names and the model name go into the tags.
     """
-    dtype = "uint8" if len(classes) <= 255 else "uint16"
+    dtype = stored_label_dtype(len(classes)).name
     nodata = LABEL_NODATA if dtype == "uint8" else 65535
     staging = scratch / "labels.staging.tif"
     step = labels.chunks[0]

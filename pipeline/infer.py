@@ -32,7 +32,7 @@ import zarr
 from pipeline.blend import BlendMode, importance_map
 from pipeline.errors import ModelError, UsageError
 from pipeline.grid import PatchGrid
-from pipeline.labels import finalize
+from pipeline.labels import finalize, stored_label_dtype
 from pipeline.merge import StreamingMerger
 from pipeline.patches import Prepare, iter_batches
 from pipeline.store import DoneMarks, ZArray, create_array, spatial_chunks
@@ -293,9 +293,7 @@ def infer_array(
     chunks = spatial_chunks(spatial)
     image = create_array(zarr.storage.MemoryStore(), array.shape, np.float32, (array.shape[0], *chunks))
     image[...] = array.astype(np.float32)
-    labels = create_array(
-        zarr.storage.MemoryStore(), spatial, np.uint8 if settings.n_classes <= 255 else np.uint16, chunks
-    )
+    labels = create_array(zarr.storage.MemoryStore(), spatial, stored_label_dtype(settings.n_classes), chunks)
     probs = create_array(
         zarr.storage.MemoryStore(), (settings.output_channels, *spatial), np.float32, (1, *chunks)
     )

@@ -10,11 +10,19 @@ The activation is applied to the blended result (as MONAI does), never per patch
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 from unet.card import Activation
 
 SIGMOID_THRESHOLD = 0.5
+
+
+def stored_label_dtype(n_classes: int) -> np.dtype[Any]:
+    """Labels as stored: uint8 up to 255 classes (255 stays free for nodata), uint16 beyond."""
+    return np.dtype(np.uint8 if n_classes <= 255 else np.uint16)
 
 
 def label_dtype(n_classes: int) -> torch.dtype:

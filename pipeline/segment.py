@@ -27,7 +27,7 @@ from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
-from pipeline.labels import labels_from_probabilities
+from pipeline.labels import labels_from_probabilities, stored_label_dtype
 from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
 from pipeline.prepare import Preparation, ValidMask
@@ -273,6 +273,11 @@ def _engine_arrays(workdir: Path, plan: RunPlan) -> tuple[ZArray, ZArray, ZArray
     )
 
 
+def default_workdir(output: Path) -> Path:
+    """The hidden workdir beside ``output`` when no ``--workdir`` is given."""
+    return output.parent / f".{output.name}.segpipe-work"
+
+
 def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: SegmentOptions) -> Path:
     """Check everything, ingest (or resume), create the intermediates; return the workdir."""
     if card.card_path is None:
@@ -309,7 +314,7 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
         "autocast": str(autocast),
         "probabilities": options.probabilities is not None,
     }
-    workdir_path = options.workdir or output.parent / f".{output.name}.segpipe-work"
+    workdir_path = options.workdir or default_workdir(output)
     files = list(dict.fromkeys([*inputs, *source.paths]))
     workdir = Workdir.prepare(workdir_path, fingerprint(files, card, parameters), options.resume)
     folder = workdir.path
@@ -324,8 +329,8 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     if not workdir.finished("outputs-created"):
         prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
         spatial = tuple(image.shape[1:])
-        channels = len(card.classes) - 1 if card.activation == "sigmoid" else len(card.classes)
-        label_dtype = np.uint8 if len(card.classes) <= 255 else np.uint16
+        channels = card.output_channels
+        label_dtype = stored_label_dtype(len(card.classes))
         chunks = spatial_chunks(spatial)
         create_array(folder / "labels.zarr", spatial, label_dtype, chunks)
         if options.probabilities is not None:
@@ -494,8 +499,7 @@ def segment(
 ) -> SegmentResult:
     """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
     started = time.perf_counter()
-    default_workdir = output.parent / f".{output.name}.segpipe-work"
-    fresh = options.workdir is None and not default_workdir.exists()
+    fresh = options.workdir is None and not default_workdir(output).exists()
     try:
         workdir = prepare_run(inputs, card, output, options)
         stats = run_rows(workdir, progress=progress)
@@ -503,7 +507,7 @@ def segment(
     except SegpipeError:
         # bad input: nothing worth resuming; a crash or kill keeps the workdir instead
         if fresh:
-            shutil.rmtree(default_workdir, ignore_errors=True)
+            shutil.rmtree(default_workdir(output), ignore_errors=True)
         raise
     return SegmentResult(
         output=output,

@@ -13,6 +13,7 @@ from pipeline import geo, medical
 from pipeline.areas import class_statistics
 from pipeline.atomic import atomic_outputs
 from pipeline.dicom_seg import write_seg
+from pipeline.labels import stored_label_dtype
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
 from pipeline.vectorize import PolygonOptions, polygonize, write_polygons
@@ -68,7 +69,7 @@ def write_outputs(
     staging files for COGs.
     """
     kind, geometry = image_attrs["kind"], image_attrs["geometry"]
-    label_dtype = np.dtype(np.uint8 if len(card.classes) <= 255 else np.uint16)
+    label_dtype = stored_label_dtype(len(card.classes))
     scratch = scratch or paths.labels.parent
     stats: dict[str, Any] | None = None
     with atomic_outputs(paths.requested()) as temporaries:

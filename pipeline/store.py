@@ -3,8 +3,9 @@
 A workdir holds ``image.zarr`` (the selected input bands as stored, ``(C, *spatial)``, with
 the geometry and the preparation in its attributes), ``labels.zarr`` /
 ``probabilities.zarr`` (the outputs; ``model_*.zarr`` when the model runs at another
-spacing) and ``plan.json`` / ``manifest.json``. Output chunks are whole rows of chunks along the first axis; ``done/`` holds
-one empty file per finished chunk row, created after that row is written.
+spacing) and ``plan.json`` / ``manifest.json``. Output chunks are whole rows of chunks
+along the first axis; ``done/`` holds one empty file per finished chunk row, created
+after that row is written.
 """
 
 from __future__ import annotations
