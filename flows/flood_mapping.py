@@ -31,7 +31,7 @@ from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from flows.scenes import scene_inputs, scene_name
 from pipeline import segment as stages
-from pipeline.devices import resolve_device
+from pipeline.devices import region_device
 from pipeline.errors import UsageError
 from pipeline.infer import Progress
 from pipeline.store import open_array
@@ -111,7 +111,8 @@ def infer_region(workdir: str, rows: tuple[int, int], device: str | None = None)
     with library_logs():
         started = time.perf_counter()
         path = Path(workdir)
-        used = str(resolve_device(device or stages.RunPlan.load(path).device))
+        plan = stages.RunPlan.load(path)
+        used = str(region_device(device, plan.device, plan.precision))
         stats = stages.run_rows(path, rows, device, progress=_progress_logger(rows))
         return RegionRun(
             rows=rows,

@@ -42,7 +42,6 @@ from flows.reports import (
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline import segment as stages
-from pipeline.devices import resolve_device
 from pipeline.errors import InputError, SegpipeError
 from unet.card import load_card
 
@@ -93,6 +92,7 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
         try:
             options = inference.segment_options(workdir_path, stats=outputs["stats"])
             workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
+            device = stages.RunPlan.load(workdir).device
             lap("prepare")
             stages.run_rows(workdir)
             lap("infer")
@@ -123,7 +123,7 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             outputs={kind: str(path) for kind, path in {**outputs, "quicklook": quicklook}.items()},
             volumes_ml=_volumes(statistics),
             timings=timings,
-            device=str(resolve_device(inference.device)),
+            device=device,
             worker=current_worker(),
         )
         layout.write_manifest(out, case.name, result.model_dump(mode="json"))

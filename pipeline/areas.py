@@ -81,6 +81,34 @@ def row_bands(labels: ZArray, band_rows: int | None = None) -> Iterator[tuple[in
         yield start, min(height, start + band_rows)
 
 
+def _check_transform(transform: Any) -> list[float]:
+    if transform is None or len(transform) < 6:
+        raise InputError(f"geometry transform must hold 6 affine coefficients, got {transform!r}")
+    a, b, _, d, e, _ = (float(v) for v in transform[:6])
+    if not all(math.isfinite(v) for v in (a, b, d, e)) or a * e - b * d == 0:
+        raise InputError(f"geometry transform {list(transform[:6])} is degenerate (pixels have no area)")
+    return [float(v) for v in transform[:6]]
+
+
+def check_geometry(geometry: dict[str, Any]) -> None:
+    """Refuse, before any work, a raster grid on which ground areas cannot be computed.
+
+    The same checks the areas and polygons make when they are written: a CRS with an
+    ellipsoid, a transform whose pixels have an area, rows on this side of a pole, and
+    lon/lat for every lattice node of the grid.
+    """
+    crs_wkt = geometry.get("crs")
+    if not crs_wkt:
+        raise InputError("the geometry has no CRS, so pixel areas on the ground cannot be computed")
+    crs, transformer, _ = ellipsoid_frame(crs_wkt)
+    transform = _check_transform(geometry.get("transform"))
+    shape = (int(geometry["height"]), int(geometry["width"]))
+    if _north_up_geographic(crs, transform):
+        _latitude_edges(transform, shape[0])
+    else:
+        _lattice_lonlat(transform, shape, transformer)
+
+
 def check_inputs(
     labels: ZArray, valid: MaskLike | None, geometry: dict[str, Any], classes: list[str]
 ) -> None:
@@ -92,12 +120,7 @@ def check_inputs(
     expected = (geometry.get("height"), geometry.get("width"))
     if expected != tuple(labels.shape):
         raise InputError(f"geometry says {expected[0]}x{expected[1]} pixels, labels are {labels.shape}")
-    transform = geometry.get("transform")
-    if transform is None or len(transform) < 6:
-        raise InputError(f"geometry transform must hold 6 affine coefficients, got {transform!r}")
-    a, b, _, d, e, _ = (float(v) for v in transform[:6])
-    if not all(math.isfinite(v) for v in (a, b, d, e)) or a * e - b * d == 0:
-        raise InputError(f"geometry transform {list(transform[:6])} is degenerate (pixels have no area)")
+    _check_transform(geometry.get("transform"))
     if not classes:
         raise UsageError("classes is empty: at least the background class is needed")
     if len(set(classes)) != len(classes):
@@ -232,6 +255,32 @@ def _north_up_geographic(crs: CRS, transform: list[float]) -> bool:
     )
 
 
+def _latitude_edges(transform: list[float], height: int) -> np.ndarray:
+    lat_edges = transform[5] + transform[4] * np.arange(height + 1, dtype=np.float64)
+    if np.abs(lat_edges).max() > 90.0 + LAT_TOLERANCE:
+        raise InputError(f"rows reach latitude {np.abs(lat_edges).max():.6f}, beyond a pole")
+    return lat_edges
+
+
+def _lattice_lonlat(
+    transform: list[float], shape: tuple[int, int], transformer: Transformer
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row and column nodes every ``LATTICE_STEP`` pixels, and lon/lat of their cells' 4 corners."""
+    height, width = shape
+    row_nodes = np.unique(np.append(np.arange(0, height, LATTICE_STEP), height - 1)).astype(float)
+    col_nodes = np.unique(np.append(np.arange(0, width, LATTICE_STEP), width - 1)).astype(float)
+    a, b, c, d, e, f = transform
+    rows, cols = np.meshgrid(row_nodes, col_nodes, indexing="ij")
+    corners_col = cols[..., None] + np.array([0.0, 1.0, 1.0, 0.0])
+    corners_row = rows[..., None] + np.array([0.0, 0.0, 1.0, 1.0])
+    lon, lat = _to_lonlat(
+        transformer,
+        a * corners_col + b * corners_row + c,
+        d * corners_col + e * corners_row + f,
+    )
+    return row_nodes, col_nodes, lon, lat
+
+
 def _lagrange(nodes: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(k, n)`` of the (up to) 4 nodes around each position and their Lagrange weights."""
     k = min(4, len(nodes))
@@ -251,22 +300,11 @@ class _CellAreas:
 
     def __init__(self, transform: list[float], shape: tuple[int, int], crs_wkt: str) -> None:
         _, transformer, geod = ellipsoid_frame(crs_wkt)
-        height, width = shape
-        self.row_nodes = np.unique(np.append(np.arange(0, height, LATTICE_STEP), height - 1)).astype(float)
-        col_nodes = np.unique(np.append(np.arange(0, width, LATTICE_STEP), width - 1)).astype(float)
-        a, b, c, d, e, f = transform
-        rows, cols = np.meshgrid(self.row_nodes, col_nodes, indexing="ij")
-        corners_col = cols[..., None] + np.array([0.0, 1.0, 1.0, 0.0])
-        corners_row = rows[..., None] + np.array([0.0, 0.0, 1.0, 1.0])
-        lon, lat = _to_lonlat(
-            transformer,
-            a * corners_col + b * corners_row + c,
-            d * corners_col + e * corners_row + f,
-        )
+        self.row_nodes, col_nodes, lon, lat = _lattice_lonlat(transform, shape, transformer)
         cells = zip(lon.reshape(-1, 4), lat.reshape(-1, 4), strict=True)
         self.nodes = np.array([abs(geod.polygon_area_perimeter(x, y)[0]) for x, y in cells])
-        self.nodes = self.nodes.reshape(rows.shape)
-        self.cols = _lagrange(col_nodes, np.arange(width, dtype=float))
+        self.nodes = self.nodes.reshape(len(self.row_nodes), len(col_nodes))
+        self.cols = _lagrange(col_nodes, np.arange(shape[1], dtype=float))
 
     def band(self, start: int, stop: int) -> np.ndarray:
         """Area (m2) of each pixel of rows ``start:stop``, float64 ``(rows, width)``."""
@@ -321,9 +359,7 @@ def class_statistics(
 
     if _north_up_geographic(crs, transform):
         method = "ellipsoidal-rows"
-        lat_edges = transform[5] + transform[4] * np.arange(height + 1, dtype=np.float64)
-        if np.abs(lat_edges).max() > 90.0 + LAT_TOLERANCE:
-            raise InputError(f"rows reach latitude {np.abs(lat_edges).max():.6f}, beyond a pole")
+        lat_edges = _latitude_edges(transform, height)
         row_area = latlon_row_areas(np.clip(lat_edges, -90.0, 90.0), transform[0], geod)
         for start, stop in row_bands(labels, band_rows):
             band, ok = read_band(labels, valid, start, stop)

@@ -1,4 +1,10 @@
-"""Resolve ``--device`` and ``--precision``; never fall back silently."""
+"""Resolve ``--device`` and ``--precision``; never fall back silently.
+
+A run decides its device kind and precision once, when it is planned
+(``plan_precision``); every region then runs on a device of that kind
+(``region_device``: a worker may pick its own CUDA index, never another kind) with
+that precision, so one output never mixes fp32 and half-precision regions.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from pipeline.errors import DeviceError, UsageError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @functools.cache
@@ -56,3 +63,34 @@ def resolve_precision(name: str, device: torch.device, card_allows_amp: bool) ->
     if not card_allows_amp:
         raise UsageError(f"--precision {name}: the model card sets amp: false")
     return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def plan_precision(name: str, device: torch.device, card_allows_amp: bool, why_not: str = "") -> str:
+    """The run's precision, ``fp32``, ``bf16`` or ``fp16``, decided once for every region.
+
+    ``why_not`` says why the network cannot run under autocast at all (ONNX Runtime, a
+    recipe): ``auto`` is then fp32 and asking for half precision is an error, since the
+    network would run in fp32 whatever the record said.
+    """
+    if why_not and name in ("bf16", "fp16"):
+        raise UsageError(f"--precision {name}: {why_not}, so it runs in fp32 only")
+    dtype = resolve_precision(name, device, card_allows_amp and not why_not)
+    return next(key for key, value in AUTOCAST_DTYPES.items() if value == dtype)
+
+
+def region_device(requested: str | None, planned: str, precision: str) -> torch.device:
+    """The device one region runs on: ``requested`` (the worker's choice) or the plan's, of the plan's kind.
+
+    A worker may choose its own CUDA index; one lacking the planned kind is an error,
+    never a silent switch to another kind (and so to another precision).
+    """
+    device = resolve_device(requested or planned)
+    kind = torch.device(planned).type
+    if device.type != kind:
+        raise DeviceError(
+            f"device {device} asked for a region, but the run was planned on {kind} in {precision}; "
+            "every region of one run uses the same device kind and precision"
+        )
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"{device}: the run was planned in bf16, which this CUDA device does not support")
+    return device

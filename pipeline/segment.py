@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.areas import check_geometry
 from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
-from pipeline.devices import resolve_device, resolve_precision
+from pipeline.devices import AUTOCAST_DTYPES, plan_precision, region_device, resolve_device
 from pipeline.dicom import open_dicom
 from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.geo import open_bands, open_raster
@@ -36,11 +37,11 @@ from pipeline.source import SourceImage
 from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import OutputPaths, write_outputs
 from pipeline.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
-from pipeline.vectorize import PolygonOptions
+from pipeline.vectorize import PolygonOptions, check_polygon_output
 from pipeline.workdir import Workdir, fingerprint
 from unet.card import ModelCard, load_card
 from unet.loaders import load_network
-from unet.recipes import run_recipe
+from unet.recipes import recipe_networks, run_recipe
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,21 @@ def _check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) 
             raise UsageError(f"{path}: would overwrite an input")
 
 
+def _check_areas(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
+    """Polygons and areas need a grid with ground areas (a CRS with an ellipsoid): refused before work."""
+    if source.kind != "raster" or not (paths.polygons or paths.stats):
+        return
+    try:
+        check_geometry(source.attrs)
+    except InputError as exc:
+        raise InputError(f"{inputs[0]}: --polygons/--stats: {exc}") from None
+    if paths.polygons is not None:
+        check_polygon_output(paths.polygons, source.attrs.get("crs"))
+
+
 def _polygon_options(card: ModelCard, options: SegmentOptions) -> PolygonOptions:
+    if not (math.isfinite(options.min_area_m2) and math.isfinite(options.simplify)):
+        raise UsageError("--min-area and --simplify must be finite numbers")
     if options.min_area_m2 < 0 or options.simplify < 0:
         raise UsageError("--min-area and --simplify must be >= 0")
     if options.polygon_classes is None:
@@ -234,6 +249,8 @@ class RunPlan(BaseModel):
 
     inputs: list[str]
     card: str
+    model: str
+    whole_input: bool  # a recipe: one region covers every row
     labels: str
     probabilities: str | None
     polygons: str | None
@@ -244,8 +261,8 @@ class RunPlan(BaseModel):
     patch: list[int]
     overlap: float
     batch_size: int
-    device: str
-    precision: str
+    device: str  # resolved once: its kind (cpu, cuda) holds for every region
+    precision: str  # fp32, bf16 or fp16, for every region
     model_grid: list[int] | None
     remove_workdir: bool
 
@@ -288,6 +305,7 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     source, bands = open_source(inputs, card, options.bands, options.series)
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
+    _check_areas(paths, source, inputs)
     polygon_options = _polygon_options(card, options)
     if source.kind == "raster" and source.attrs.get("crs") is None:
         log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", inputs[0])
@@ -301,8 +319,13 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
     device = resolve_device(options.device)
-    autocast = resolve_precision(options.precision, device, card.amp)
-    load_network(card, device)  # a bad weights file fails here, before any work
+    precision = plan_precision(options.precision, device, card.amp, _no_autocast(card))
+    autocast = AUTOCAST_DTYPES[precision]
+    # a bad weights file fails here, before any work
+    if card.recipe is not None:
+        recipe_networks(card, device)
+    else:
+        load_network(card, device)
 
     parameters = {
         "bands": bands,
@@ -348,6 +371,8 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     plan = RunPlan(
         inputs=[str(path) for path in inputs],
         card=str(card.card_path),
+        model=card.name,
+        whole_input=card.recipe is not None,
         labels=str(paths.labels),
         probabilities=None if paths.probabilities is None else str(paths.probabilities),
         polygons=None if paths.polygons is None else str(paths.polygons),
@@ -358,13 +383,23 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
         patch=list(patch),
         overlap=overlap,
         batch_size=options.batch_size,
-        device=options.device,
-        precision=options.precision,
+        device=str(device),
+        precision=precision,
         model_grid=None if grid_shape is None else list(grid_shape),
         remove_workdir=options.workdir is None,
     )
     (folder / PLAN).write_text(plan.model_dump_json(indent=1))
+    log.info("%s runs on %s in %s", card.name, device, precision)
     return folder
+
+
+def _no_autocast(card: ModelCard) -> str:
+    """Why the card's network cannot run under torch autocast ('' when it can)."""
+    if card.recipe is not None:
+        return f"recipe '{card.recipe}' runs its networks as they are"
+    if card.format == "onnx":
+        return "an ONNX network runs in ONNX Runtime, outside torch autocast"
+    return ""
 
 
 def engine_rows(workdir: Path) -> int:
@@ -373,9 +408,17 @@ def engine_rows(workdir: Path) -> int:
 
 
 def regions(workdir: Path, count: int) -> list[tuple[int, int]]:
-    """``count`` (or fewer) row ranges of about equal size, aligned to whole chunk rows."""
-    labels = _engine_arrays(workdir, RunPlan.load(workdir))[1]
+    """``count`` (or fewer) row ranges of about equal size, aligned to whole chunk rows.
+
+    A recipe runs on the whole input at once: its run has one region, whatever ``count``.
+    """
+    plan = RunPlan.load(workdir)
+    labels = _engine_arrays(workdir, plan)[1]
     rows, chunk = int(labels.shape[0]), int(labels.chunks[0])
+    if plan.whole_input:
+        if count > 1:
+            log.info("model %s runs on the whole input; 1 region instead of %d", plan.model, count)
+        return [(0, rows)]
     chunk_rows = math.ceil(rows / chunk)
     per_region = math.ceil(chunk_rows / max(1, count))
     return [
@@ -389,10 +432,13 @@ def run_rows(
     device: str | None = None,
     progress: Progress | None = None,
 ) -> EngineStats:
-    """Run the engine over ``rows`` of the engine's output (all when None); resumable."""
+    """Run the engine over ``rows`` of the engine's output (all when None); resumable.
+
+    ``device`` (a worker's choice) must be of the plan's kind; the plan's precision is used.
+    """
     plan = RunPlan.load(workdir)
     card = load_card(plan.card)
-    torch_device = resolve_device(device or plan.device)
+    torch_device = region_device(device, plan.device, plan.precision)
     image, labels, probabilities = _engine_arrays(workdir, plan)
     prepare = None
     if plan.model_grid is None:
@@ -406,13 +452,14 @@ def run_rows(
         batch_size=plan.batch_size,
         fill_value=FILL_VALUE,
         device=torch_device,
-        autocast_dtype=resolve_precision(plan.precision, torch_device, card.amp),
+        autocast_dtype=AUTOCAST_DTYPES[plan.precision],
         prepare=prepare,
     )
     log.info(
-        "running %s on %s: %d patches of %s, batch %d, rows %s",
+        "running %s on %s in %s: %d patches of %s, batch %d, rows %s",
         card.name,
         torch_device,
+        plan.precision,
         len(PatchGrid(tuple(image.shape[1:]), settings.patch, plan.overlap)),
         "x".join(map(str, plan.patch)),
         plan.batch_size,
@@ -420,6 +467,12 @@ def run_rows(
     )
     done = DoneMarks(workdir / "done")
     if card.recipe is not None:
+        total = int(labels.shape[0])
+        if rows is not None and tuple(rows) != (0, total):
+            raise UsageError(
+                f"rows {rows[0]}-{rows[1]}: model {card.name} (recipe '{card.recipe}') runs on the whole "
+                f"input at once, rows 0-{total}; its run has one region"
+            )
         return _run_recipe(card, image, labels, probabilities, prepare, done, torch_device)
     network = load_network(card, torch_device)
     return run_engine(image, network, settings, labels, probabilities, done, rows=rows, progress=progress)
@@ -434,7 +487,11 @@ def _run_recipe(
     done: DoneMarks,
     device: torch.device,
 ) -> EngineStats:
-    """A registered recipe over the whole volume (fixed input shapes, cascades); all rows at once."""
+    """A registered recipe over the whole input (fixed input shapes, cascades); all rows at once.
+
+    The stats are measured: the network inputs and calls the recipe's networks ran, and
+    the rows written.
+    """
     started = time.perf_counter()
     chunk_rows = range(math.ceil(labels.shape[0] / labels.chunks[0]))
     if not done.pending(chunk_rows):
@@ -443,14 +500,19 @@ def _run_recipe(
     prepared = prepare(volume) if prepare is not None else volume.astype(np.float32)
     paths = image.attrs.get("paths")
     source = str(paths[0]) if isinstance(paths, list) and paths else "the input"
-    class_probabilities, classes = run_recipe(card, prepared, device, source)
-    labels[...] = classes
+    result = run_recipe(card, prepared, device, source)
+    labels[...] = result.labels
     if probabilities is not None:
-        probabilities[...] = class_probabilities
+        probabilities[...] = result.probabilities
     for row in chunk_rows:
         done.mark(row)
-    seconds = time.perf_counter() - started
-    return EngineStats(patches=1, batches=1, wall_seconds=seconds, rows=(0, int(labels.shape[0])))
+    return EngineStats(
+        patches=result.inputs,
+        batches=result.calls,
+        model_seconds=result.model_seconds,
+        wall_seconds=time.perf_counter() - started,
+        rows=(0, int(labels.shape[0])),
+    )
 
 
 def finish_run(workdir: Path) -> dict[str, Any] | None:
@@ -502,6 +564,7 @@ def segment(
     fresh = options.workdir is None and not default_workdir(output).exists()
     try:
         workdir = prepare_run(inputs, card, output, options)
+        device = RunPlan.load(workdir).device
         stats = run_rows(workdir, progress=progress)
         statistics = finish_run(workdir)
     except SegpipeError:
@@ -512,7 +575,7 @@ def segment(
     return SegmentResult(
         output=output,
         probabilities=options.probabilities,
-        device=str(resolve_device(options.device)),
+        device=device,
         stats=stats,
         seconds=time.perf_counter() - started,
         statistics=statistics,

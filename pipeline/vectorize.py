@@ -206,6 +206,20 @@ def polygonize(
     ]
 
 
+def check_polygon_output(path: Path, crs_wkt: str | None) -> str:
+    """The OGR driver for ``path``, if it can record ``crs_wkt``; checked before any work."""
+    driver = DRIVERS.get(path.suffix.lower())
+    if driver is None:
+        raise UsageError(f"{path}: polygon output must end in one of {', '.join(DRIVERS)}")
+    if not crs_wkt:
+        raise UsageError(f"{path}: polygons need a CRS to be written")
+    if driver == "GeoJSON" and crs_name(crs_wkt) == crs_wkt:
+        raise UsageError(
+            f"{path}: GeoJSON can only name a CRS by an authority code and this one has none; write .gpkg"
+        )
+    return driver
+
+
 def write_polygons(path: Path, polygons: list[ClassPolygon], crs_wkt: str) -> None:
     """Write ``polygons`` to ``path`` (.gpkg, or .geojson/.json), in the source CRS.
 
@@ -216,15 +230,7 @@ def write_polygons(path: Path, polygons: list[ClassPolygon], crs_wkt: str) -> No
     CRS read back is checked. GeoJSON has no schema, so an empty one reads back with no
     fields.
     """
-    driver = DRIVERS.get(path.suffix.lower())
-    if driver is None:
-        raise UsageError(f"{path}: polygon output must end in one of {', '.join(DRIVERS)}")
-    if not crs_wkt:
-        raise UsageError(f"{path}: polygons need a CRS to be written")
-    if driver == "GeoJSON" and crs_name(crs_wkt) == crs_wkt:
-        raise UsageError(
-            f"{path}: GeoJSON can only name a CRS by an authority code and this one has none; write .gpkg"
-        )
+    driver = check_polygon_output(path, crs_wkt)
     areas = np.array([p.area_m2 for p in polygons], dtype=np.float64)
     pyogrio.raw.write(
         str(path),

@@ -18,11 +18,16 @@ a bounding-box network finds the brain, whose largest connected component, grown
 by the main network; the probabilities go back (nearest-exact) into the crop, are
 thresholded at 0.5, and only the largest 26-connected component, with its internal
 voids filled, is kept.
+
+A recipe runs once per input: the run plans one region covering every row, and the
+work a recipe reports (network inputs, calls, seconds) is counted as its networks run.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +36,7 @@ from torch.nn.functional import interpolate
 
 from pipeline.errors import InputError
 from unet.card import ModelCard
+from unet.loaders import load_network, load_torchscript
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 
@@ -140,20 +146,64 @@ def ukis_tiles(image: np.ndarray, network: Network, device: torch.device, batch_
     return (summed / summed.sum(dim=0, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
 
-def run_recipe(
-    card: ModelCard, volume: np.ndarray, device: torch.device, source: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(probabilities (K, ...), labels (...))`` of the card's recipe on a prepared input ``(C, ...)``."""
-    from unet.loaders import load_network, load_torchscript
+class Counted:
+    """A network that counts what it evaluates: the recipe's measured work."""
 
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.inputs = 0
+        self.calls = 0
+        self.seconds = 0.0
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        tick = time.perf_counter()
+        output = self.network(batch)
+        if batch.is_cuda:
+            torch.cuda.synchronize(batch.device)
+        self.seconds += time.perf_counter() - tick
+        self.calls += 1
+        self.inputs += int(batch.shape[0])
+        return output
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    """A recipe's output and the work its networks did (inputs evaluated, calls, seconds)."""
+
+    probabilities: np.ndarray  # (K, ...)
+    labels: np.ndarray  # (...)
+    inputs: int
+    calls: int
+    model_seconds: float
+
+
+def recipe_networks(card: ModelCard, device: torch.device) -> list[Network]:
+    """The recipe's networks on ``device``: the card's, then its ``recipe_weights`` (checked before work)."""
     if card.recipe == "deepbet":
         if "bbox" not in card.recipe_weights:
             raise InputError(f"{card.card_path}: field 'recipe_weights': deepbet needs 'bbox'")
-        network = load_network(card, device)
-        bbox_network = load_torchscript(card.resolve(card.recipe_weights["bbox"]), device)
-        brain, mask = deepbet(volume[0], network, bbox_network, device, source)
-        return np.stack([1.0 - brain, brain]).astype(np.float32), mask.astype(np.uint8)
+        return [
+            load_network(card, device),
+            load_torchscript(card.resolve(card.recipe_weights["bbox"]), device),
+        ]
     if card.recipe == "ukis-csmask":
-        probabilities = ukis_tiles(volume, load_network(card, device), device)
-        return probabilities, np.argmax(probabilities, axis=0).astype(np.uint8)
+        return [load_network(card, device)]
     raise InputError(f"{card.card_path}: field 'recipe': unknown recipe '{card.recipe}'")
+
+
+def run_recipe(card: ModelCard, volume: np.ndarray, device: torch.device, source: str) -> RecipeResult:
+    """The card's recipe on a prepared input ``(C, ...)``, with the work its networks did."""
+    networks = [Counted(network) for network in recipe_networks(card, device)]
+    if card.recipe == "deepbet":
+        brain, mask = deepbet(volume[0], networks[0], networks[1], device, source)
+        probabilities, labels = np.stack([1.0 - brain, brain]).astype(np.float32), mask.astype(np.uint8)
+    else:
+        probabilities = ukis_tiles(volume, networks[0], device)
+        labels = np.argmax(probabilities, axis=0).astype(np.uint8)
+    return RecipeResult(
+        probabilities,
+        labels,
+        inputs=sum(network.inputs for network in networks),
+        calls=sum(network.calls for network in networks),
+        model_seconds=sum(network.seconds for network in networks),
+    )

@@ -1,16 +1,35 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 from monai.networks.nets.unet import UNet
 
-from pipeline.segment import SegmentOptions, finish_run, prepare_run, regions, run_rows, segment
-from tests.helpers import save_torchscript, write_card, write_geotiff
+import pipeline.devices
+import pipeline.segment
+from pipeline.errors import DeviceError, InputError, SegpipeError, UsageError
+from pipeline.infer import EngineSettings, EngineStats
+from pipeline.segment import (
+    RunPlan,
+    SegmentOptions,
+    default_workdir,
+    finish_run,
+    prepare_run,
+    regions,
+    run_rows,
+    segment,
+)
+from tests.helpers import save_torchscript, threshold_card, write_card, write_geotiff
 from unet.card import load_card
+
+LOCAL_CS = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+CUSTOM_TM = "+proj=tmerc +lat_0=0 +lon_0=15.5 +k=0.9996 +x_0=500000 +y_0=0 +ellps=WGS84 +units=m +no_defs"
 
 
 def test_regions_run_apart_then_finished_equal_one_run(tmp_path: Path) -> None:
@@ -38,3 +57,105 @@ def test_regions_run_apart_then_finished_equal_one_run(tmp_path: Path) -> None:
     finish_run(workdir)
     with rasterio.open(tmp_path / "whole.tif") as whole, rasterio.open(tmp_path / "parts.tif") as split:
         assert np.array_equal(whole.read(1), split.read(1))
+
+
+def _recorded_engine(calls: list[EngineSettings]) -> Any:
+    """``run_engine`` that records the settings each region ran with, then runs."""
+    real = pipeline.segment.run_engine
+
+    def run(image: Any, network: Any, settings: EngineSettings, *args: Any, **kwargs: Any) -> EngineStats:
+        calls.append(settings)
+        return real(image, network, settings, *args, **kwargs)
+
+    return run
+
+
+def test_the_plan_fixes_device_kind_and_precision_for_every_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    card = load_card(threshold_card(tmp_path, 0.5))
+    scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(0).random((1, 600, 64), np.float32))
+    options = SegmentOptions(device="cpu", precision="auto", workdir=tmp_path / "work")
+    workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    plan = RunPlan.load(workdir)
+    assert (plan.device, plan.precision) == ("cpu", "fp32")  # resolved once, not "auto"
+    calls: list[EngineSettings] = []
+    monkeypatch.setattr(pipeline.segment, "run_engine", _recorded_engine(calls))
+    first, *rest = regions(workdir, 3)
+    run_rows(workdir, first, device="cpu")
+    # another worker has CUDA, where "auto" would mean bf16: it must not run its region
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(pipeline.devices, "_auto_device", lambda: torch.device("cuda"))
+    for device in ("auto", "cuda"):
+        with pytest.raises(DeviceError, match="planned on cpu in fp32"):
+            run_rows(workdir, rest[0], device=device)
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline.segment, "run_engine", _recorded_engine(calls))
+    for rows in rest:
+        run_rows(workdir, rows)
+    assert [(s.device.type, s.autocast_dtype) for s in calls] == [("cpu", None)] * 3
+    finish_run(workdir)
+
+
+@pytest.mark.gpu
+def test_on_cuda_every_region_runs_in_the_planned_half_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    card = load_card(threshold_card(tmp_path, 0.5))
+    scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(0).random((1, 600, 64), np.float32))
+    options = SegmentOptions(device="cuda", precision="auto", workdir=tmp_path / "work")
+    workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    plan = RunPlan.load(workdir)
+    half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert (torch.device(plan.device).type, plan.precision) == ("cuda", half)
+    calls: list[EngineSettings] = []
+    monkeypatch.setattr(pipeline.segment, "run_engine", _recorded_engine(calls))
+    parts = regions(workdir, 3)
+    with pytest.raises(DeviceError, match=f"planned on cuda in {half}"):
+        run_rows(workdir, parts[0], device="cpu")
+    for rows, device in zip(parts, ["cuda:0", None, "auto"], strict=True):
+        run_rows(workdir, rows, device=device)
+    dtype = torch.bfloat16 if half == "bf16" else torch.float16
+    assert [(s.device.type, s.autocast_dtype) for s in calls] == [("cuda", dtype)] * 3
+    finish_run(workdir)
+    assert (tmp_path / "out.tif").exists()
+
+
+def test_an_onnx_or_recipe_network_records_fp32_and_refuses_half_precision() -> None:
+    card = load_card("cloud-ukis-s2")
+    assert pipeline.segment._no_autocast(card)
+    cpu = torch.device("cpu")
+    assert pipeline.devices.plan_precision("auto", cpu, True, pipeline.segment._no_autocast(card)) == "fp32"
+    with pytest.raises(UsageError, match="runs in fp32 only"):
+        pipeline.devices.plan_precision("bf16", cpu, True, pipeline.segment._no_autocast(card))
+
+
+@pytest.mark.parametrize(
+    ("crs", "changes", "error", "match"),
+    [
+        (LOCAL_CS, {"stats": "a.json"}, InputError, "no ellipsoid"),
+        (LOCAL_CS, {"polygons": "a.gpkg"}, InputError, "no ellipsoid"),
+        (CUSTOM_TM, {"polygons": "a.geojson"}, UsageError, "GeoJSON can only name a CRS"),
+        ("EPSG:32633", {"polygons": "a.gpkg", "min_area_m2": math.nan}, UsageError, "finite"),
+        ("EPSG:32633", {"polygons": "a.gpkg", "simplify": math.inf}, UsageError, "finite"),
+    ],
+)
+def test_outputs_that_cannot_be_made_are_refused_before_ingest(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    crs: str,
+    changes: dict[str, Any],
+    error: type[SegpipeError],
+    match: str,
+) -> None:
+    card = load_card(threshold_card(tmp_path, 0.5))
+    scene = write_geotiff(tmp_path / "s.tif", np.ones((1, 40, 40), np.float32), crs=crs)
+
+    def no_ingest(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("ingest ran before the refusal")
+
+    monkeypatch.setattr(pipeline.segment, "ingest", no_ingest)
+    fields = {k: tmp_path / v if isinstance(v, str) else v for k, v in changes.items()}
+    with pytest.raises(error, match=match):
+        segment([scene], card, tmp_path / "out.tif", SegmentOptions(device="cpu", **fields))
+    assert not default_workdir(tmp_path / "out.tif").exists()

@@ -7,16 +7,22 @@ else would disagree on 10-18 % of the pixels.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
+import torch
 
-from pipeline.segment import SegmentOptions, segment
-from tests.helpers import shared_file
+import unet.recipes
+from pipeline.errors import UsageError
+from pipeline.segment import SegmentOptions, finish_run, prepare_run, regions, run_rows, segment
+from tests.helpers import shared_file, write_geotiff
 from unet.card import load_card
+from unet.onnx_network import OnnxNetwork
 
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 S2_NAMES = ["B2", "B3", "B4", "B8", "B11", "B12"]
@@ -40,3 +46,48 @@ def test_cloud_card_agrees_with_ukis_csmask_on_valid_pixels(tmp_path: Path) -> N
     assert valid.any()
     assert float((ours[valid] == theirs[valid]).mean()) >= 0.98
     assert (ours[~valid] == 255).all()
+
+
+def test_a_recipe_runs_once_for_three_regions_and_reports_what_it_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ukis_csmask", reason="ukis-csmask (the models extra) is not installed")
+    card = load_card("cloud-ukis-s2")
+    data = np.random.default_rng(0).integers(0, 4000, (6, 600, 300), dtype=np.uint16)
+    scene = write_geotiff(tmp_path / "scene.tif", data, descriptions=S2_NAMES)
+    recipe_calls: list[int] = []
+    tiles: list[int] = []
+    real_tiles, real_call = unet.recipes.ukis_tiles, OnnxNetwork.__call__
+
+    def counted_tiles(*args: Any, **kwargs: Any) -> np.ndarray:
+        recipe_calls.append(1)
+        return real_tiles(*args, **kwargs)
+
+    def counted_call(self: OnnxNetwork, batch: torch.Tensor) -> torch.Tensor:
+        tiles.append(int(batch.shape[0]))
+        return real_call(self, batch)
+
+    monkeypatch.setattr(unet.recipes, "ukis_tiles", counted_tiles)
+    monkeypatch.setattr(OnnxNetwork, "__call__", counted_call)
+    options = SegmentOptions(device="cpu", stats=tmp_path / "clouds.json", workdir=tmp_path / "work")
+    workdir = prepare_run([scene], card, tmp_path / "clouds.tif", options)
+    parts = regions(workdir, 3)
+    assert parts == [(0, 600)]  # the plan says so: one region covers the whole input
+    with pytest.raises(UsageError, match="runs on the whole input"):
+        run_rows(workdir, (0, 256))
+    stats = [run_rows(workdir, rows) for rows in parts]
+    assert len(recipe_calls) == 1
+    assert stats[0].patches == sum(tiles) > 1  # measured: every tile the network saw
+    assert stats[0].batches == len(tiles)
+    assert stats[0].rows == (0, 600)
+    assert run_rows(workdir).patches == 0  # every chunk row is done: no second run
+    statistics = finish_run(workdir)
+    assert len(recipe_calls) == 1
+    with rasterio.open(tmp_path / "clouds.tif") as out:
+        written = out.read(1)
+    recount = np.bincount(written.ravel(), minlength=256)
+    assert statistics == json.loads((tmp_path / "clouds.json").read_text())
+    for index, name in enumerate(card.classes):
+        assert statistics["classes"][name]["pixels"] == recount[index]
+    assert statistics["invalid"]["pixels"] == recount[255]
+    assert sum(recount) == 600 * 300
