@@ -2,13 +2,17 @@
 
 The output header is the source header with only the data type (and, for
 probabilities, the 4th dimension) changed: affine, qform/sform and their codes are
-copied as stored, never recomputed by nibabel. Data are streamed out slab by slab along
+copied as stored, never recomputed by nibabel. The source header (with its extensions)
+is kept, as read when the input was opened, in the geometry attributes, so writing the
+output never reads the source again. Data are streamed out slab by slab along
 the last stored axis (NIfTI is Fortran-ordered), so the volume is never held whole.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
+import io
 import zlib
 from pathlib import Path
 from typing import IO, Any
@@ -104,8 +108,23 @@ def open_nifti(path: Path) -> SourceImage:
         "ornt": ornt.tolist(),
         "affine": image.affine.tolist(),
         "zooms": [float(z) for z in image.header.get_zooms()[:3]],
+        "header": _header_text(image.header),
+        "nifti_version": 2 if isinstance(image.header, nib.Nifti2Header) else 1,
     }
     return volume_source(data, path, attrs)
+
+
+def _header_text(header: Any) -> str:
+    """The NIfTI header with its extensions, as stored bytes in base64 (JSON-safe attributes)."""
+    buffer = io.BytesIO()
+    header.write_to(buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _stored_header(attrs: dict[str, Any]) -> Any:
+    """The source header kept at open (:func:`_header_text`), NIfTI-1 or NIfTI-2."""
+    kind = nib.Nifti2Header if attrs["nifti_version"] == 2 else nib.Nifti1Header
+    return kind.from_fileobj(io.BytesIO(base64.b64decode(attrs["header"])))
 
 
 def _output_header(attrs: dict[str, Any], dtype: np.dtype[Any], channels: int | None) -> Any:
@@ -117,7 +136,7 @@ def _output_header(attrs: dict[str, Any], dtype: np.dtype[Any], channels: int | 
     """
     shape = tuple(int(n) for n in attrs["shape"])
     if attrs.get("source_format", "nifti") == "nifti":
-        header = _load(Path(attrs["source"])).header.copy()
+        header = _stored_header(attrs)
         zooms = tuple(header.get_zooms()[:3])
     else:
         header = nib.Nifti1Header()

@@ -9,7 +9,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from pipeline.segment import SegmentOptions, segment
+from pipeline.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
 from tests.helpers import (
     lps_affine,
     oblique_affine,
@@ -62,6 +62,22 @@ def test_pointwise_model_gives_the_threshold_in_source_voxel_order(tmp_path: Pat
     values = np.asarray(probs.dataobj)
     np.testing.assert_allclose(values.sum(axis=-1), 1.0, atol=1e-6)
     assert np.array_equal(values.argmax(axis=-1), (data > 49.5).astype(np.int64))
+
+
+def test_the_output_header_is_the_one_read_at_ingest_not_the_source_file_at_the_end(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(0, 100, size=(23, 31, 19)).astype(np.int16)
+    source = write_nifti(tmp_path / "vol.nii.gz", data, AFFINES["oblique"], qform_code=1, sform_code=4)
+    original = nib.load(source).header.copy()
+    card = load_card(threshold_card(tmp_path, 49.5, dims=3))
+    output = tmp_path / "mask.nii.gz"
+    workdir = prepare_run([source], card, output, SegmentOptions(device="cpu", workdir=tmp_path / "work"))
+    write_nifti(source, data, AFFINES["lps"], qform_code=2, sform_code=2)  # edited mid-run
+    run_rows(workdir)
+    finish_run(workdir)
+    out = nib.load(output)
+    for key in ("qform_code", "sform_code", "quatern_b", "qoffset_x", "srow_x", "srow_y", "srow_z", "pixdim"):
+        assert np.array_equal(out.header[key], original[key]), key
+    assert np.allclose(out.affine, AFFINES["oblique"])
 
 
 def test_nan_voxels_are_background_in_labels_and_nan_in_probabilities(tmp_path: Path) -> None:
