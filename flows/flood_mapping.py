@@ -1,7 +1,8 @@
 """The ``flood-mapping`` flow: one scene -> labels COG, flood polygons and areas.
 
-prepare (check + ingest) -> one ``infer-region`` task per region on the Dask cluster
-(GPU workers when the cluster has any) -> finish (outputs on the scene's grid) ->
+prepare (check + ingest, and the run's device kind and precision, decided once) -> one
+``infer-region`` task per region; both on the Dask cluster (GPU workers when the
+cluster has any), so the plan's device is what the workers have -> finish (outputs on the scene's grid) ->
 report (quick-look, artifacts, done manifest). Tasks exchange the workdir path only;
 the workdir lives under ``output_dir`` and survives a failure, so rerunning the same
 scene resumes: ingest is skipped and finished chunk rows are kept.
@@ -196,23 +197,26 @@ def flood_mapping(
         key = artifact_key("flood", name)
         progress = RunProgress(f"{key}-progress", regions + 2, f"flood mapping {name}")
 
-        prepared = prepare_scene(
-            [str(p) for p in inputs],
-            str(card.card_path),
-            str(out),
-            name,
-            regions,
-            inference,
-            polygons,
-            probabilities,
-        )
-        progress.advance("ingested")
-        logger.info("%s: %d region(s) %s", name, len(prepared.regions), prepared.regions)
-
         runs: list[RegionRun] = []
-        infer_started = time.perf_counter()
         with task_runner(dask_address) as runner:
             with gpu_annotation(runner.client) as gpu:
+                # prepared on a worker like the regions: the plan's device is what the workers have
+                prepared = runner.submit(
+                    prepare_scene,
+                    parameters={
+                        "inputs": [str(p) for p in inputs],
+                        "card": str(card.card_path),
+                        "output_dir": str(out),
+                        "name": name,
+                        "regions": regions,
+                        "inference": inference,
+                        "polygons": polygons,
+                        "probabilities": probabilities,
+                    },
+                ).result()
+                progress.advance("ingested")
+                logger.info("%s: %d region(s) %s", name, len(prepared.regions), prepared.regions)
+                infer_started = time.perf_counter()
                 futures = [
                     runner.submit(
                         infer_region.with_options(task_run_name=f"infer-rows-{lo}-{hi}"),
