@@ -7,7 +7,8 @@ loggers, makes every character of a string, path or exception argument that is n
 printable visible as an escape (``\\n``, ``\\u202e``), and applies the substitutions
 active in the current context (``substitutions()``: a pseudonymised case's paths ->
 its ID) to the arguments and the message. The format strings are segpipe's own and keep
-their layout. A factory, not a handler filter, so that every handler (the console, the
+their layout; a logged exception's traceback is formatted once, with its messages
+cleaned the same way. A factory, not a handler filter, so that every handler (the console, the
 Prefect API, pytest's capture) gets the same cleaned record.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,6 +78,23 @@ def clean_record(record: logging.LogRecord) -> None:
         record.args = tuple(_clean(value) for value in record.args)
     if _substitutions.get() and isinstance(record.msg, str):
         record.msg = substitute(record.msg)
+    if isinstance(record.exc_info, tuple) and record.exc_info[1] is not None:
+        record.exc_text = _traceback_text(record.exc_info[1])
+
+
+def _traceback_text(error: BaseException) -> str:
+    """The traceback as ``logging.Formatter.formatException`` writes it, with the message of
+    every exception in the chain cleaned (frames show segpipe's code, not data)."""
+    text = "".join(traceback.format_exception(error)).removesuffix("\n")
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        message = str(current)
+        if message:
+            text = text.replace(message, printable(substitute(message)))
+        current = current.__cause__ or current.__context__
+    return substitute(text)
 
 
 def _cleaned(name: str) -> bool:

@@ -86,3 +86,21 @@ def test_install_is_idempotent() -> None:
     factory = logging.getLogRecordFactory()
     logsafe.install()
     assert logging.getLogRecordFactory() is factory
+
+
+@pytest.mark.usefixtures("cleaning")
+def test_logged_tracebacks_show_cleaned_exception_messages(caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        try:
+            raise OSError("cannot open /a/x\nERROR forged")
+        except OSError as inner:
+            raise ValueError("/a/x\u202e: bad") from inner
+    except ValueError:
+        with logsafe.substitutions({"/a/x": "case-1"}):
+            logging.getLogger("flows.scan_archive").exception("failed")
+    text = caplog.text
+    assert "Traceback (most recent call last):" in text
+    assert "OSError: cannot open case-1\\nERROR forged" in text
+    assert "ValueError: case-1\\u202e: bad" in text
+    assert not [line for line in text.splitlines() if line.startswith("ERROR forged")]
+    assert "/a/x" not in text
