@@ -3,16 +3,19 @@
 Names come from the entry's name without its suffix, made safe (``flows.names``) and
 unique, so outputs of ``../x``-like or clashing names stay inside the output folder and
 apart. Hidden entries and the output folder itself (when it lies inside the archive)
-are not cases; other files are listed as ignored.
+are not cases; other files are listed as ignored. With a pseudonym key, names are keyed
+hashes (``flows.pseudonyms``) and the input is recorded as a keyed hash of its path, so
+results, manifests and reports hold no folder or file name.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from flows.names import sanitise, strip_suffix, unique
+from flows.pseudonyms import digest, pseudonym
 from flows.results import CaseKind
 from pipeline.errors import InputError, NotFoundError
 from pipeline.medical import is_nifti, is_nrrd
@@ -24,6 +27,15 @@ class Case(BaseModel):
     name: str
     path: str
     kind: CaseKind
+    input: str = ""
+    """How results record the input: ``path``, or a keyed hash of it when pseudonymised."""
+    pseudonymised: bool = False
+
+    @model_validator(mode="after")
+    def _recorded_input(self) -> Case:
+        if not self.input:
+            object.__setattr__(self, "input", self.path)
+        return self
 
 
 def _kind(entry: Path) -> CaseKind | None:
@@ -36,8 +48,10 @@ def _kind(entry: Path) -> CaseKind | None:
     return None
 
 
-def find_cases(archive: Path, exclude: Path | None = None) -> tuple[list[Case], list[str]]:
-    """The archive's cases in name order, and the entries that are not cases."""
+def find_cases(
+    archive: Path, exclude: Path | None = None, key: bytes | None = None
+) -> tuple[list[Case], list[str]]:
+    """The archive's cases in name order, and the names of the entries that are not cases."""
     if not archive.exists():
         raise NotFoundError(f"{archive}: archive folder not found")
     if not archive.is_dir():
@@ -53,9 +67,22 @@ def find_cases(archive: Path, exclude: Path | None = None) -> tuple[list[Case], 
             ignored.append(entry.name)
         else:
             entries.append((entry, kind))
-    names = unique(sanitise(strip_suffix(entry.name), "case") for entry, _ in entries)
+    if key is None:
+        names = unique(sanitise(strip_suffix(entry.name), "case") for entry, _ in entries)
+        cases = [
+            Case(name=name, path=str(entry.absolute()), kind=kind)
+            for name, (entry, kind) in zip(names, entries, strict=True)
+        ]
+        return cases, ignored
+    names = unique(pseudonym(key, entry.relative_to(archive).as_posix()) for entry, _ in entries)
     cases = [
-        Case(name=name, path=str(entry.absolute()), kind=kind)
+        Case(
+            name=name,
+            path=str(entry.absolute()),
+            kind=kind,
+            input=f"hmac-sha256:{digest(key, str(entry.absolute()))}",
+            pseudonymised=True,
+        )
         for name, (entry, kind) in zip(names, entries, strict=True)
     ]
     return cases, ignored

@@ -10,9 +10,10 @@ variable), with a filter passing only records emitted inside a run (the library 
 logs from plain scripts and its own threads, where Prefect's handler would warn), and
 lowers the loggers to INFO while at least one run is active in the process, restoring
 their levels after the last one, so that the ``segpipe`` command's own ``-q``/``-v``
-settings hold outside runs. (A context manager, not a decorator: Prefect resolves a
-flow's parameter annotations in the globals of the function it is given, which for a
-wrapper would be this module's.)
+settings hold outside runs. It also installs ``pipeline.logsafe``'s record cleaning
+(names cannot forge lines; a pseudonymised case's paths are replaced). (A context
+manager, not a decorator: Prefect resolves a flow's parameter annotations in the globals
+of the function it is given, which for a wrapper would be this module's.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from contextlib import contextmanager
 
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
+
+from pipeline import logsafe
 
 LIBRARY_LOGGERS = ("pipeline", "unet", "flows")
 
@@ -50,6 +53,7 @@ def _attach_api_handler(logger: logging.Logger) -> None:
 def library_logs(level: int = logging.INFO) -> Iterator[None]:
     """Within the block, the library loggers' records at ``level`` and above reach the run logs."""
     global _active
+    logsafe.install()
     with _lock:
         if _active == 0:
             for name in LIBRARY_LOGGERS:

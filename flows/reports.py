@@ -3,10 +3,14 @@
 Every artifact has a key derived from the scene or archive, so the UI's Artifacts page
 keeps one versioned entry per scene / archive and the run page shows the latest.
 Builders return strings and rows (testable without a server); ``publish_*`` create them.
+Names, paths and reasons come from untrusted input: in markdown (reports, and artifact
+descriptions, which the UI renders as markdown) they are written with ``markdown_text``,
+in table rows with their control characters escaped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +26,17 @@ from prefect.artifacts import (
 
 from flows.png import data_uri
 from flows.results import ArchiveReport, CaseResult, InboxEntry, SceneResult
+from pipeline.logsafe import printable
+
+_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+_MARKDOWN = re.compile(r"[\\`*_\[\]{}()#+!|~<>&]")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` shown literally in markdown, on one line: non-printable characters as escapes
+    (``printable``), ``<``/``>``/``&`` as entities (no HTML gets through), every other character
+    markdown could read as syntax (emphasis, code, links, table cells) backslash-escaped."""
+    return _MARKDOWN.sub(lambda m: _ENTITIES.get(m[0], "\\" + m[0]), printable(text))
 
 
 class RunProgress:
@@ -31,22 +46,25 @@ class RunProgress:
         self.total = max(1, total)
         self.done = 0
         self.description = description
-        self.id = cast(UUID, create_progress_artifact(0.0, key=key, description=description))
+        self.id = cast(UUID, create_progress_artifact(0.0, key=key, description=markdown_text(description)))
 
     def advance(self, note: str = "") -> None:
         self.done = min(self.total, self.done + 1)
         text = f"{self.description}: {self.done}/{self.total}" + (f" ({note})" if note else "")
-        update_progress_artifact(self.id, progress=100.0 * self.done / self.total, description=text)
-
-
-def _code(path: str) -> str:
-    return f"`{path}`"
+        update_progress_artifact(
+            self.id, progress=100.0 * self.done / self.total, description=markdown_text(text)
+        )
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    """A markdown table; cells are markdown already (untrusted parts through ``markdown_text``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
+
+
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
 
 
 def flood_markdown(result: SceneResult) -> str:
@@ -55,13 +73,13 @@ def flood_markdown(result: SceneResult) -> str:
     devices = sorted({run.device for run in result.regions})
     workers = sorted({run.worker for run in result.regions if run.worker})
     lines = [
-        f"# Flood mapping: {result.name}",
+        f"# Flood mapping: {markdown_text(result.name)}",
         "",
         *_table(
-            ["scene", result.name],
+            ["scene", markdown_text(result.name)],
             [
-                ["inputs", "<br>".join(_code(p) for p in result.inputs)],
-                ["model", f"`{result.model}` (classes: {', '.join(result.classes)})"],
+                ["inputs", "<br>".join(markdown_text(p) for p in result.inputs)],
+                ["model", markdown_text(f"{result.model} (classes: {', '.join(result.classes)})")],
                 [
                     "device",
                     ", ".join(devices) + (" (GPU requested from Dask)" if result.gpu_requested else ""),
@@ -79,7 +97,7 @@ def flood_markdown(result: SceneResult) -> str:
     total = float(stats.get("total_area_km2", 0.0)) or 1.0
     area_rows = [
         [
-            name,
+            markdown_text(name),
             f"{entry['pixels']:,}",
             f"{entry['area_km2']:.4f}",
             f"{100.0 * entry['area_km2'] / total:.1f} %",
@@ -91,7 +109,7 @@ def flood_markdown(result: SceneResult) -> str:
         area_rows.append(["(invalid / nodata)", f"{invalid['pixels']:,}", f"{invalid['area_km2']:.4f}", ""])
     lines += _table(["class", "pixels", "area (km²)", "share of scene"], area_rows)
     lines += ["", "## Outputs", ""]
-    lines += [f"- {kind}: {_code(path)}" for kind, path in result.outputs.items()]
+    lines += [f"- {kind}: {markdown_text(path)}" for kind, path in result.outputs.items()]
     lines += ["", "## Timings", ""]
     timing_rows = [[step, f"{seconds:.1f}"] for step, seconds in result.timings.items() if step != "total"]
     timing_rows += [
@@ -135,16 +153,16 @@ def archive_markdown(report: ArchiveReport, report_path: Path) -> str:
         f"{report.count(status)} {status}" for status in ("done", "reused", "quarantined", "failed")
     )
     lines = [
-        f"# Scan archive: {Path(report.archive).name}",
+        f"# Scan archive: {markdown_text(Path(report.archive).name)}",
         "",
         *_table(
-            ["archive", _code(report.archive)],
+            ["archive", markdown_text(report.archive)],
             [
-                ["model", f"`{report.model}` (classes: {', '.join(report.classes)})"],
+                ["model", markdown_text(f"{report.model} (classes: {', '.join(report.classes)})")],
                 ["cases", f"{len(report.cases)}: {counts}"],
                 ["devices", ", ".join(sorted({c.device for c in report.cases if c.device})) or "-"],
                 ["total", f"{report.seconds:.1f} s"],
-                ["report", _code(str(report_path))],
+                ["report", markdown_text(str(report_path))],
             ],
         ),
         "",
@@ -155,11 +173,11 @@ def archive_markdown(report: ArchiveReport, report_path: Path) -> str:
         ["case", "status", "volumes", "seconds", "mask"],
         [
             [
-                c.name,
+                markdown_text(c.name),
                 c.status,
-                _volumes(c) or "-",
+                markdown_text(_volumes(c) or "-"),
                 f"{sum(c.timings.values()):.1f}",
-                c.outputs.get("mask", "-"),
+                markdown_text(c.outputs.get("mask", "-")),
             ]
             for c in report.cases
         ],
@@ -167,7 +185,7 @@ def archive_markdown(report: ArchiveReport, report_path: Path) -> str:
     bad = [c for c in report.cases if c.status in ("quarantined", "failed")]
     if bad:
         lines += ["", "## Quarantined and failed", ""]
-        lines += [f"- **{c.name}** ({c.status}): {c.reason}" for c in bad]
+        lines += [f"- **{markdown_text(c.name)}** ({c.status}): {markdown_text(c.reason)}" for c in bad]
     if report.ignored:
         lines += ["", f"{len(report.ignored)} archive entries are not cases (not NIfTI/NRRD, not a folder)."]
     return "\n".join(lines) + "\n"
@@ -187,13 +205,16 @@ def inbox_rows(entries: list[InboxEntry]) -> list[dict[str, Any]]:
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> UUID:
-    return cast(UUID, create_markdown_artifact(markdown, key=key, description=description))
+    return cast(UUID, create_markdown_artifact(markdown, key=key, description=markdown_text(description)))
 
 
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> UUID:
-    return cast(UUID, create_table_artifact(rows, key=key, description=description))
+    return cast(
+        UUID,
+        create_table_artifact([_cells(row) for row in rows], key=key, description=markdown_text(description)),
+    )
 
 
 def publish_image(key: str, png: bytes, description: str) -> UUID:
     """An image artifact holding the PNG itself (a data URI: no file server needed)."""
-    return cast(UUID, create_image_artifact(data_uri(png), key=key, description=description))
+    return cast(UUID, create_image_artifact(data_uri(png), key=key, description=markdown_text(description)))

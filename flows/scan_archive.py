@@ -7,7 +7,9 @@ A case the library refuses (``SegpipeError``: unreadable file, no usable series)
 quarantined with its reason and not retried; unexpected errors are retried, and if
 they persist the case is reported as failed and the run ends Failed after the report
 is written. Inputs are only read, never moved or copied; outputs are written
-atomically, so a broken case leaves no mask.
+atomically, so a broken case leaves no mask. With ``pseudonymize`` cases are named by a
+keyed hash (``flows.pseudonyms``) in every output name, log line, task run, artifact and
+report, and a case's paths are replaced by its ID in its logs and errors.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import datetime as dt
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.options import InferenceOptions
+from flows.pseudonyms import hidden_paths, hide_inputs, key_from_environment, pseudonym, write_mapping
 from flows.quicklook import volume_quicklook
 from flows.reports import (
     RunProgress,
@@ -74,7 +78,8 @@ def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
 )
 def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOptions) -> CaseResult:
     """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad."""
-    with library_logs():
+    hidden = hidden_paths(Path(case.path), case.name) if case.pseudonymised else nullcontext()
+    with library_logs(), hidden:
         out = Path(output_dir)
         outputs = case_outputs(out, case)
         workdir_path = layout.workdir(out, case.name)
@@ -97,6 +102,8 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             stages.run_rows(workdir)
             lap("infer")
             statistics = stages.finish_run(workdir)
+            if case.pseudonymised:
+                hide_inputs(outputs["stats"], case.input)
             lap("write")
             if "seg" in outputs:
                 # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
@@ -117,7 +124,7 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
         )
         result = CaseResult(
             name=case.name,
-            input=case.path,
+            input=case.input,
             kind=case.kind,
             status="done",
             outputs={kind: str(path) for kind, path in {**outputs, "quicklook": quicklook}.items()},
@@ -134,7 +141,7 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
 def reused(output_dir: Path, case: Case) -> CaseResult | None:
     """The case's result from an earlier run, if that run finished it from the same input."""
     manifest = layout.read_manifest(output_dir, case.name)
-    if manifest is None or manifest.get("input") != case.path:
+    if manifest is None or manifest.get("input") != case.input:
         return None
     return CaseResult.model_validate({**manifest, "status": "reused"})
 
@@ -142,7 +149,7 @@ def reused(output_dir: Path, case: Case) -> CaseResult | None:
 def _refused(case: Case, error: BaseException | None) -> CaseResult:
     status = "quarantined" if isinstance(error, SegpipeError) else "failed"
     reason = (str(error) or type(error).__name__) if error is not None else "no result"
-    return CaseResult(name=case.name, input=case.path, kind=case.kind, status=status, reason=reason)
+    return CaseResult(name=case.name, input=case.input, kind=case.kind, status=status, reason=reason)
 
 
 def write_report(path: Path, report: ArchiveReport) -> None:
@@ -160,24 +167,36 @@ def scan_archive(
     dask_address: str | None = None,
     overwrite: bool = False,
     inference: InferenceOptions | None = None,
+    pseudonymize: bool = False,
 ) -> ArchiveReport:
     """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
     ``output_dir``.
 
     Cases finished by an earlier run from the same input are reused unless ``overwrite``.
     ``dask_address``: the Dask scheduler whose workers run the cases (a local cluster
-    when empty).
+    when empty). ``pseudonymize``: name cases by a keyed hash of their path (key in
+    ``SEGPIPE_PSEUDONYM_KEY``); the only link back is ``output_dir/pseudonyms.csv``.
     """
     with library_logs():
         logger = get_run_logger()
         started_at = dt.datetime.now(dt.UTC)
         started = time.perf_counter()
         inference = inference or InferenceOptions()
+        secret = key_from_environment() if pseudonymize else None
         root = Path(archive).expanduser().resolve()
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
-        cases, ignored = find_cases(root, exclude=out)
+        cases, ignored = find_cases(root, exclude=out, key=secret)
+        if secret is not None:
+            others = [pseudonym(secret, name, "other") for name in ignored]
+            mapping = write_mapping(
+                out,
+                [(c.name, c.kind, Path(c.path).name) for c in cases]
+                + [(other, "ignored", name) for other, name in zip(others, ignored, strict=True)],
+            )
+            logger.info("cases are pseudonymised (keyed hash of their path); the mapping is in %s", mapping)
+            ignored = others
         logger.info("%s: %d case(s), %d other entries ignored", root, len(cases), len(ignored))
         key = artifact_key("scan", root.name)
         progress = RunProgress(f"{key}-progress", len(cases), f"cases of {root.name}")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.exceptions import TyperException
 
+from pipeline import logsafe
 from pipeline.errors import SegpipeError, UsageError
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Warnings only; no pr
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
+    logsafe.install()
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     except SegpipeError as exc:
         if verbose:
             logging.getLogger("segpipe").exception("failed")
-        stderr.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        stderr.print(f"error: {logsafe.printable(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -291,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             logging.getLogger("segpipe").exception("unexpected failure")
         stderr.print(
-            f"error: unexpected {type(exc).__name__}: {exc} (rerun with -v for details)", markup=False
+            f"error: unexpected {type(exc).__name__}: {logsafe.printable(str(exc))}"
+            " (rerun with -v for details)",
+            markup=False,
         )
         return 1
     return 0

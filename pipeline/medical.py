@@ -14,6 +14,8 @@ import base64
 import gzip
 import io
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -206,10 +208,20 @@ def open_nrrd(path: Path) -> SourceImage:
     return volume_source(to_ras(volume, ornt), path, attrs)
 
 
-def _open_out(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "wb", compresslevel=4)  # type: ignore[return-value]
-    return path.open("wb")
+@contextmanager
+def _open_out(path: Path) -> Iterator[IO[bytes]]:
+    """``path`` for writing; gzip members carry no file name and mtime 0.
+
+    ``gzip.open`` stores the file's name (here the temporary name, which holds the case
+    or scene name) and the current time in the member header: the first can be patient
+    data, the second makes identical masks differ byte for byte.
+    """
+    with path.open("wb") as raw:
+        if not path.name.lower().endswith(".gz"):
+            yield raw
+            return
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=4, mtime=0) as packed:
+            yield packed  # type: ignore[misc]
 
 
 def write_nifti(

@@ -1,0 +1,124 @@
+"""Pseudonymous case IDs for scan archives: a keyed hash instead of a folder or file name.
+
+Hospital exports name cases by patient name or MRN. With pseudonymisation a case is
+named ``case-`` + the first 16 hex digits of HMAC-SHA256(key, the entry's path relative
+to the archive), with the key taken from ``SEGPIPE_PSEUDONYM_KEY``: stable across runs
+and machines for the same key, not reversible or guessable without it (an MRN space is
+small enough to enumerate, so the key must be secret and long). The only link back is
+``pseudonyms.csv`` in the output folder, readable by its owner only and never logged.
+There is no fallback to sequential IDs: they would change when the archive changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.errors import SegpipeError, UsageError
+from pipeline.logsafe import substitutions
+
+KEY_VARIABLE = "SEGPIPE_PSEUDONYM_KEY"
+MIN_KEY_LENGTH = 32
+MAPPING = "pseudonyms.csv"
+MAPPING_HEADER = ("id", "kind", "source")
+
+
+def key_from_environment() -> bytes:
+    """The HMAC key from ``SEGPIPE_PSEUDONYM_KEY``; a ``UsageError`` when it is unset or short."""
+    key = os.environ.get(KEY_VARIABLE, "")
+    if len(key) < MIN_KEY_LENGTH:
+        state = "is not set" if not key else f"has {len(key)} characters"
+        raise UsageError(
+            f"pseudonymize needs a secret key of at least {MIN_KEY_LENGTH} characters in {KEY_VARIABLE}, "
+            f"which {state}; create one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return key.encode("utf-8")
+
+
+def digest(key: bytes, text: str) -> str:
+    """HMAC-SHA256 of ``text`` (UTF-8; undecodable file-name bytes kept) as hex."""
+    return hmac.new(key, text.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def pseudonym(key: bytes, relative: str, prefix: str = "case") -> str:
+    """``prefix-`` + 16 hex digits of the keyed hash of ``relative`` (a path inside the archive)."""
+    return f"{prefix}-{digest(key, relative)[:16]}"
+
+
+def write_mapping(output_dir: Path, rows: Iterable[tuple[str, str, str]]) -> Path:
+    """``output_dir/pseudonyms.csv`` (id, kind, source) with ``rows`` added to the entries already
+    there, replaced atomically and readable by its owner only."""
+    path = output_dir / MAPPING
+    entries: dict[str, tuple[str, str, str]] = {}
+    if path.exists():
+        with path.open(encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                entries[row["id"]] = (row["id"], row["kind"], row["source"])
+    for entry in rows:
+        entries[entry[0]] = entry
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(MAPPING_HEADER)
+    writer.writerows(sorted(entries.values()))
+    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def path_substitutions(path: Path, name: str) -> dict[str, str]:
+    """What a pseudonymised case's messages must show instead of its paths: the case path
+    (as given and resolved) -> ``name``, and each file under a folder case -> ``name/N``."""
+    result = {str(path): name, str(path.resolve()): name}
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        for index, file in enumerate(files, start=1):
+            result[str(file)] = f"{name}/{index}"
+            result[str(file.resolve())] = f"{name}/{index}"
+    return result
+
+
+def redacted_error(error: BaseException, replacements: Mapping[str, str]) -> BaseException:
+    """An error of the same type whose message has ``replacements`` applied, without the
+    original chained to it (its message and context carry the paths)."""
+    message = str(error)
+    for old in sorted(replacements, key=len, reverse=True):
+        message = message.replace(old, replacements[old])
+    try:
+        redacted = type(error)(message)
+    except TypeError:  # an exception type whose constructor does not take one message
+        fallback = SegpipeError if isinstance(error, SegpipeError) else RuntimeError
+        redacted = fallback(f"{type(error).__name__}: {message}")
+    return redacted
+
+
+@contextmanager
+def hidden_paths(path: Path, name: str) -> Iterator[None]:
+    """Within the block, log records and the error leaving it show ``name`` instead of the
+    case's paths (``path_substitutions``)."""
+    replacements = path_substitutions(path, name)
+    with substitutions(replacements):
+        try:
+            yield
+        except Exception as error:
+            raise redacted_error(error, replacements) from None
+
+
+def hide_inputs(stats: Path, recorded: str) -> None:
+    """Replace the input paths the library's statistics file lists by ``recorded`` (atomically)."""
+    content = json.loads(stats.read_text(encoding="utf-8"))
+    content["inputs"] = [recorded]
+    temporary = stats.with_name(f".partial-{os.getpid()}-{stats.name}")
+    temporary.write_text(json.dumps(content, indent=1), encoding="utf-8")
+    temporary.replace(stats)
