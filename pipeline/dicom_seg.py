@@ -38,9 +38,10 @@ import pydicom.config
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
-from pydicom.valuerep import DSfloat
+from pydicom.valuerep import DSfloat, validate_value
 
 import pipeline
 from pipeline.dicom import series_tag
@@ -65,6 +66,27 @@ TYPE2_COPIED = (
     "StudyID",
     "AccessionNumber",
 )
+# Geometry the SEG repeats from its source: rewritten as valid decimal strings, never dropped.
+GEOMETRY = ("PixelSpacing", "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices")
+TEXT_VRS = {
+    "AE",
+    "AS",
+    "CS",
+    "DA",
+    "DS",
+    "DT",
+    "IS",
+    "LO",
+    "LT",
+    "PN",
+    "SH",
+    "ST",
+    "TM",
+    "UC",
+    "UI",
+    "UR",
+    "UT",
+}
 # Elements that differ from slice to slice; each source dataset gets its own.
 PER_SLICE = ("SOPInstanceUID", "SOPClassUID", "ImagePositionPatient", "InstanceNumber", "SliceLocation")
 
@@ -190,6 +212,35 @@ def _values_unjudged() -> Iterator[None]:
         settings.reading_validation_mode, settings.writing_validation_mode = saved
 
 
+def _drop_invalid_values(ds: Dataset) -> list[str]:
+    """Remove text elements (in sequences too) whose values break their VR's rules; return their keywords.
+
+    highdicom copies the source's patient and study elements as they are, so one invalid
+    value (an age of ``0Y``) would make the SEG invalid. Geometry is rewritten instead.
+    """
+    for keyword in GEOMETRY:
+        if keyword in ds and ds[keyword].value not in (None, ""):
+            value = ds[keyword].value
+            floats = [float(v) for v in value] if isinstance(value, MultiValue) else [float(value)]
+            ds[keyword].value = [DSfloat(v, auto_format=True) for v in floats]
+    dropped = []
+    for element in list(ds):
+        if element.VR == "SQ":
+            for item in element.value:
+                dropped.extend(_drop_invalid_values(item))
+            continue
+        if element.VR not in TEXT_VRS or element.value in (None, ""):
+            continue
+        values = element.value if isinstance(element.value, MultiValue) else [element.value]
+        try:
+            for value in values:
+                validate_value(element.VR, str(value), pydicom.config.RAISE)
+        except ValueError:  # its message quotes the value: not passed on
+            del ds[element.tag]
+            dropped.append(element.keyword or str(element.tag))
+    return dropped
+
+
 def _shared_header(path: Path, attrs: dict[str, Any]) -> str:
     """The first slice's header, completed where anonymisers leave required gaps, as a base64 DICOM file."""
     try:
@@ -201,6 +252,14 @@ def _shared_header(path: Path, attrs: dict[str, Any]) -> str:
     for keyword in PER_SLICE:
         if keyword in ds:
             delattr(ds, keyword)
+    with _values_unjudged():
+        dropped = _drop_invalid_values(ds)
+    if dropped:
+        log.warning(
+            "DICOM series %s: elements with values invalid for their VR are left out of the SEG: %s",
+            series_tag(attrs["series_uid"]),
+            ", ".join(sorted(set(dropped))),
+        )
     ds.SeriesInstanceUID = attrs["series_uid"]
     ds.StudyInstanceUID = attrs["study_uid"]
     for keyword in TYPE2_COPIED:
