@@ -154,12 +154,13 @@ def _uid_problem(name: str, value: str) -> str | None:
     return None
 
 
-def collect_seg_source(source: SourceImage, folder: Path, output: Path) -> SegSource:
+def collect_seg_source(source: SourceImage, folder: Path, output: Path, card: ModelCard) -> SegSource:
     """The SEG's view of a DICOM ``source``, read now so finishing needs only the workdir.
 
     Raises InputError (before any work) when no valid SEG can reference the series:
     series or study UID blank, a slice without SOP instance or class UID, UIDs shared
-    by several slices, or an enhanced multi-frame source.
+    by several slices, an enhanced multi-frame source, or anything else highdicom
+    rejects when it builds a SEG over the first two slices.
     """
     attrs = source.attrs
     series = f"series {attrs['series']} in {folder}"
@@ -195,7 +196,12 @@ def collect_seg_source(source: SourceImage, folder: Path, output: Path) -> SegSo
             attrs["sop_class_uids"], attrs["sop_instance_uids"], attrs["positions"], strict=True
         )
     ]
-    return SegSource(series=series_tag(attrs["series_uid"]), header=header, instances=instances)
+    collected = SegSource(series=series_tag(attrs["series_uid"]), header=header, instances=instances)
+    rehearsal = collected.model_copy(update={"instances": instances[:2]}).datasets()
+    frames = np.zeros((len(rehearsal), int(rehearsal[0].Rows), int(rehearsal[0].Columns)), np.uint16)
+    frames[0, 0, 0] = 1
+    _build(rehearsal, frames, card, output, f"{series} ({collected.series})")
+    return collected
 
 
 @contextmanager
@@ -312,10 +318,23 @@ def write_seg(
     frames = np.ascontiguousarray(np.transpose(stored, (2, 1, 0))).astype(
         np.uint16
     )  # (slices, rows, columns)
-    segments = [_segment(card, number, name) for number, name in enumerate(card.classes[1:], start=1)]
-    with _values_unjudged():  # the source's own values (PatientName format, ...) are copied as they are
-        seg = _segmentation(source.datasets(), frames, segments, card)
+    seg = _build(source.datasets(), frames, card, path, f"series {source.series}")
     seg.save_as(path, enforce_file_format=True)
+
+
+def _build(
+    sources: Sequence[Dataset], frames: np.ndarray, card: ModelCard, output: Path, series: str
+) -> hd.seg.Segmentation:
+    """The SEG, or InputError: never highdicom's own message, which may quote the source's values."""
+    segments = [_segment(card, number, name) for number, name in enumerate(card.classes[1:], start=1)]
+    try:
+        with _values_unjudged():  # the source's own values (PatientName format, ...) are copied as they are
+            return _segmentation(sources, frames, segments, card)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise InputError(
+            f"-o {output}: highdicom cannot build a DICOM SEG over {series}: its header breaks a rule of the "
+            f"SEG IOD ({type(exc).__name__}); write .nii or .nii.gz instead"
+        ) from None
 
 
 def _segmentation(

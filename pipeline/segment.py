@@ -289,7 +289,7 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     source, bands = open_source(inputs, card, options.bands, options.series)
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
-    seg_source = collect_seg_source(source, inputs[0], paths.labels) if is_seg(paths.labels) else None
+    seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
     polygon_options = _polygon_options(card, options)
     if source.kind == "raster" and source.attrs.get("crs") is None:
         log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", inputs[0])

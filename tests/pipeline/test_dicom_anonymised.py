@@ -276,3 +276,26 @@ def test_error_messages_hold_no_free_text_element(
     assert len(lines) == 1
     assert problem in lines[0]
     assert_unmarked(lines[0] + caplog.text)
+
+
+def test_a_header_highdicom_rejects_is_refused_before_any_work_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = marked(tmp_path / "series")
+    edit_all(written, SOPClassUID="1.2.3.4.5.6")  # a valid UID, but of no SOP class highdicom knows
+
+    def no_ingest(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ingest ran although the SEG output is refused")
+
+    monkeypatch.setattr(pipeline.segment, "ingest", no_ingest)
+    card = str(threshold_card(tmp_path, 1000.0, dims=3))
+    before = set(tmp_path.rglob("*"))
+    code, lines = run([str(written.folder), "-m", card, "-o", str(tmp_path / "seg.dcm")], capsys)
+    errors = [line for line in lines if not line.startswith("WARNING")]  # -q keeps warnings
+    assert code == 2
+    assert len(errors) == 1
+    prefix = f"error: -o {tmp_path / 'seg.dcm'}: highdicom cannot build a DICOM SEG over series {written.uid}"
+    assert errors[0].startswith(prefix)
+    assert errors[0].endswith("(KeyError); write .nii or .nii.gz instead")
+    assert_unmarked("\n".join(lines))
+    assert set(tmp_path.rglob("*")) == before
