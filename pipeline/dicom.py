@@ -5,10 +5,18 @@ ImagePositionPatient. Gaps, tilted or mixed stacks would put voxels in the wrong
 without any error downstream, so they are refused with the reason instead of being
 resampled. Headers are read without pixels; pixels are decoded lazily, one slice per
 dask chunk, with the modality rescale applied (e.g. CT values become Hounsfield units).
+
+Anonymised exports often blank identifying elements: a blank SOP Instance/Class UID is
+taken from the file meta (Media Storage SOP Instance/Class UID), and slices without a
+SeriesInstanceUID are grouped by what they share (study, frame of reference, modality,
+matrix, orientation). Free-text elements (SeriesDescription, names, institution) are
+never read, so they cannot reach a log or an error message; logs name a series by a
+short hash of its UID.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import defaultdict
@@ -54,18 +62,22 @@ class DicomSeries:
     physical value = stored x ``rescale[k][0]`` + ``rescale[k][1]``. No patient identifiers.
     """
 
-    series_uid: str
-    study_uid: str
+    label: str  # the SeriesInstanceUID, or a label for slices grouped without one
+    series_uid: str  # "" where the files have none
+    study_uid: str  # "" where the files have none
+    frame_of_reference_uid: str  # "" where the files have none
     modality: str
     files: tuple[Path, ...]
     affine: np.ndarray
     shape: tuple[int, int, int]
-    description: str
     frames: tuple[int, ...]
     rescale: tuple[tuple[float, float], ...]
     zooms: tuple[float, float, float]  # column spacing, row spacing, slice spacing (mm)
     orientation: tuple[float, ...]  # ImageOrientationPatient (LPS): row cosine then column cosine
     transfer_syntaxes: tuple[str, ...]  # distinct transfer syntax UIDs of the files
+    positions: tuple[tuple[float, float, float], ...]  # ImagePositionPatient (LPS mm) per slice
+    sop_instance_uids: tuple[str, ...]  # per slice, file meta where the dataset's is blank; "" if neither
+    sop_class_uids: tuple[str, ...]  # per slice, likewise
 
     @property
     def normal(self) -> np.ndarray:
@@ -77,6 +89,11 @@ class DicomSeries:
     def is_axial(self) -> bool:
         return abs(float(self.normal[2])) >= math.cos(math.radians(AXIAL_DEG))
 
+    @property
+    def tag(self) -> str:
+        """How logs name the series: a hash of its UID, or its group label when it has none."""
+        return series_tag(self.series_uid) if self.series_uid else self.label
+
 
 @dataclass(frozen=True)
 class _File:
@@ -86,8 +103,10 @@ class _File:
     frames: int
     series_uid: str
     study_uid: str
+    frame_of_reference_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
     modality: str
-    description: str
     rows: int
     columns: int
     transfer_syntax: str
@@ -115,6 +134,14 @@ class _UnusableFileError(Exception):
     """A DICOM file that holds no usable image (no pixels, no geometry, colour, ...)."""
 
 
+class _StackError(InputError):
+    """Slices of one series that do not form a regular stack; ``problem`` is the reason alone."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.problem = problem
+
+
 def _read_header(path: Path) -> tuple[Dataset, bool] | None:
     """The header and whether pixel data follow it; None for files that are not DICOM."""
     try:
@@ -140,8 +167,28 @@ def _floats(value: Any, count: int) -> np.ndarray | None:
     return values if values.shape == (count,) and np.isfinite(values).all() else None
 
 
-def _number(value: Any, default: float) -> float:
-    return default if value is None or value == "" else float(value)
+def _number(value: Any, default: float) -> float | None:
+    """``value`` as a finite float (``default`` when absent), None when it is not a number."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(ds: Dataset, keyword: str, meta: str | None = None) -> str:
+    """A UID or code string element, stripped; from file meta element ``meta`` where blank or absent."""
+    value = str(ds.get(keyword) or "").strip()
+    if not value and meta is not None:
+        value = str(ds.file_meta.get(meta) or "").strip()
+    return value
+
+
+def series_tag(uid: str) -> str:
+    """A short hash that tells series apart in logs without writing their UIDs there."""
+    return "#" + hashlib.sha256(uid.encode()).hexdigest()[:10]
 
 
 def _item(ds: Dataset | None, keyword: str) -> Dataset | None:
@@ -171,9 +218,12 @@ def _file(path: Path, ds: Dataset, has_pixels: bool) -> _File:
         raise _UnusableFileError(f"{path}: a colour image (SamplesPerPixel {ds.SamplesPerPixel})")
     if "ModalityLUTSequence" in ds:
         raise _UnusableFileError(f"{path}: a Modality LUT Sequence instead of RescaleSlope/Intercept")
-    if "SeriesInstanceUID" not in ds or "Rows" not in ds or "Columns" not in ds:
-        raise _UnusableFileError(f"{path}: no SeriesInstanceUID, Rows or Columns")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise _UnusableFileError(f"{path}: no Rows or Columns")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise _UnusableFileError(f"{path}: NumberOfFrames is not a number") from None
     if frames > 1 and len(ds.get("PerFrameFunctionalGroupsSequence") or []) != frames:
         raise _UnusableFileError(
             f"{path}: a multi-frame image ({frames} frames) without one per-frame functional group "
@@ -182,10 +232,12 @@ def _file(path: Path, ds: Dataset, has_pixels: bool) -> _File:
     return _File(
         path=path,
         frames=frames,
-        series_uid=str(ds.SeriesInstanceUID),
-        study_uid=str(ds.get("StudyInstanceUID", "")),
-        modality=str(ds.get("Modality", "")),
-        description=str(ds.get("SeriesDescription", "")),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID"),
+        sop_class_uid=_text(ds, "SOPClassUID", "MediaStorageSOPClassUID"),
+        modality=_text(ds, "Modality"),
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")),
@@ -227,6 +279,10 @@ def _slices(path: Path, ds: Dataset, has_pixels: bool) -> list[_Slice]:
             ]
             where = f"{path} frame {frame + 1}" if file.frames > 1 else str(path)
             raise _UnusableFileError(f"{where}: no image geometry (missing or invalid {', '.join(missing)})")
+        slope_value, intercept_value = _number(slope, 1.0), _number(intercept, 0.0)
+        if slope_value is None or intercept_value is None:
+            where = f"{path} frame {frame + 1}" if file.frames > 1 else str(path)
+            raise _UnusableFileError(f"{where}: RescaleSlope or RescaleIntercept is not a number")
         slices.append(
             _Slice(
                 file=file,
@@ -234,8 +290,8 @@ def _slices(path: Path, ds: Dataset, has_pixels: bool) -> list[_Slice]:
                 position=ipp,
                 orientation=iop,
                 spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])),
-                slope=_number(slope, 1.0),
-                intercept=_number(intercept, 0.0),
+                slope=slope_value,
+                intercept=intercept_value,
             )
         )
     return slices
@@ -258,14 +314,30 @@ def _decoder_problem(ts: str) -> str | None:
     return None
 
 
-def _assemble(folder: Path, slices: list[_Slice]) -> DicomSeries:
+def _group(s: _Slice) -> tuple[str, ...]:
+    """Slices of one series share its UID; without one, what a single stack must share."""
+    if s.file.series_uid:
+        return (s.file.series_uid,)
+    file = s.file
+    orientation = ",".join(f"{v:.3f}" for v in s.orientation)
+    return (
+        "",
+        file.study_uid,
+        file.frame_of_reference_uid,
+        file.modality,
+        f"{file.rows}x{file.columns}",
+        orientation,
+    )
+
+
+def _assemble(folder: Path, name: str, slices: list[_Slice]) -> DicomSeries:
     """Sort the slices of one series along its normal, or raise InputError saying why they do not stack."""
     first = slices[0]
     modality = first.file.modality or "no modality"
-    where = f"{folder}: series {first.file.series_uid} ({modality}, {len(slices)} images)"
+    where = f"{folder}: series {name} ({modality}, {len(slices)} images)"
 
     def refuse(problem: str) -> InputError:
-        return InputError(f"{where}: {problem}")
+        return _StackError(where, problem)
 
     for ts in sorted({s.file.transfer_syntax for s in slices}):
         problem = _decoder_problem(ts)
@@ -355,18 +427,22 @@ def _assemble(folder: Path, slices: list[_Slice]) -> DicomSeries:
     lps[:3, 2] = (stack[-1].position - origin) / (len(stack) - 1)
     lps[:3, 3] = origin
     return DicomSeries(
+        label=name,
         series_uid=first.file.series_uid,
         study_uid=first.file.study_uid,
+        frame_of_reference_uid=first.file.frame_of_reference_uid,
         modality=first.file.modality,
         files=tuple(s.file.path for s in stack),
         affine=LPS_TO_RAS @ lps,
         shape=(first.file.columns, first.file.rows, len(stack)),
-        description=first.file.description,
         frames=tuple(s.frame for s in stack),
         rescale=tuple((s.slope, s.intercept) for s in stack),
         zooms=(column_spacing, row_spacing, float(np.linalg.norm(lps[:3, 2]))),
         orientation=tuple(float(v) for v in first.orientation),
         transfer_syntaxes=tuple(sorted({s.file.transfer_syntax for s in stack})),
+        positions=tuple((float(p[0]), float(p[1]), float(p[2])) for p in (s.position for s in stack)),
+        sop_instance_uids=tuple(s.file.sop_instance_uid for s in stack),
+        sop_class_uids=tuple(s.file.sop_class_uid for s in stack),
     )
 
 
@@ -374,14 +450,15 @@ def scan_series(folder: Path) -> tuple[list[DicomSeries], dict[str, str]]:
     """All series under ``folder`` (recursive, headers only): those that assemble, and why the others do not.
 
     Raises when the folder is missing or holds no DICOM image at all; files that are not
-    DICOM, or DICOM without pixel data or geometry (reports, DICOMDIR), are skipped.
+    DICOM, or DICOM without pixel data or geometry (reports, DICOMDIR), are skipped. The
+    refusals are keyed by series name (the UID, or the label of a group without one).
     """
     if not folder.exists():
         raise NotFoundError(f"{folder}: DICOM folder not found")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; pass the folder that holds the DICOM series")
     files = sorted(path for path in folder.rglob("*") if path.is_file())
-    groups: dict[str, list[_Slice]] = defaultdict(list)
+    groups: dict[tuple[str, ...], list[_Slice]] = defaultdict(list)
     not_dicom = 0
     unusable: list[str] = []
     for path in files:
@@ -395,7 +472,8 @@ def scan_series(folder: Path) -> tuple[list[DicomSeries], dict[str, str]]:
             unusable.append(str(exc))
             logger.debug("skipping %s", exc)
             continue
-        groups[slices[0].file.series_uid].extend(slices)
+        for s in slices:
+            groups[_group(s)].append(s)
     logger.debug(
         "%s: %d files, %d not DICOM, %d DICOM without a usable image",
         folder,
@@ -412,12 +490,19 @@ def scan_series(folder: Path) -> tuple[list[DicomSeries], dict[str, str]]:
         )
     series: list[DicomSeries] = []
     refused: dict[str, str] = {}
-    for uid, group in groups.items():
+    unnamed = 0
+    for key, group in groups.items():
+        if key[0]:
+            name, tag = key[0], series_tag(key[0])
+        else:
+            unnamed += 1
+            name = tag = f"without SeriesInstanceUID no. {unnamed}"
         try:
-            series.append(_assemble(folder, group))
-        except InputError as exc:
-            refused[uid] = str(exc)
-            logger.info("refusing DICOM %s", exc)  # an error of its own when no series is usable
+            series.append(_assemble(folder, name, group))
+        except _StackError as exc:
+            refused[name] = str(exc)
+            # an error of its own when no series is usable; the log names the series by hash only
+            logger.info("%s: refusing DICOM series %s: %s", folder, tag, exc.problem)
     return series, refused
 
 
@@ -436,11 +521,16 @@ def find_series(folder: Path) -> list[DicomSeries]:
     return series
 
 
-def _describe(series: DicomSeries) -> str:
+def _facts(series: DicomSeries) -> str:
+    """Structural facts only: never a free-text element, which may hold names or dates."""
     cols, rows, slices = series.shape
-    return (
-        f"{series.series_uid} ({series.modality}, {slices} slices of {cols}x{rows}, {series.description!r})"
-    )
+    spacing = "x".join(f"{z:.3g}" for z in series.zooms)
+    return f"{series.modality or 'no modality'}, {slices} slices of {cols}x{rows}, {spacing} mm"
+
+
+def _describe(series: DicomSeries) -> str:
+    """For error messages, which must let the user pick a series with ``--series UID``."""
+    return f"{series.label} ({_facts(series)})"
 
 
 def select_series(
@@ -461,7 +551,12 @@ def select_series(
     if series_uid is not None:
         for candidate in series:
             if candidate.series_uid == series_uid:
-                logger.info("DICOM %s: using series %s: requested by UID", folder, _describe(candidate))
+                logger.info(
+                    "DICOM %s: using series %s (%s): requested by UID",
+                    folder,
+                    candidate.tag,
+                    _facts(candidate),
+                )
                 return candidate
         if series_uid in refused:
             raise InputError(refused[series_uid])
@@ -474,8 +569,10 @@ def select_series(
     axial = [s for s in pool if s.is_axial]
     kind = f"{modality.upper()} " if modality else ""
     reason = f"the largest axial {kind}series" if axial else f"no axial {kind}series; the largest one"
-    chosen = max(axial or pool, key=lambda s: (math.prod(s.shape), s.shape[2], s.series_uid))
-    logger.info("DICOM %s: using series %s: %s of %d", folder, _describe(chosen), reason, len(series))
+    chosen = max(axial or pool, key=lambda s: (math.prod(s.shape), s.shape[2], s.label))
+    logger.info(
+        "DICOM %s: using series %s (%s): %s of %d", folder, chosen.tag, _facts(chosen), reason, len(series)
+    )
     return chosen
 
 
@@ -548,10 +645,16 @@ def open_dicom(folder: Path, series_uid: str | None = None, modality: str | None
     data = to_ras(_lazy_volume(chosen), ornt)
     attrs = {
         "source_format": "dicom",
+        "series": chosen.label,
         "series_uid": chosen.series_uid,
         "study_uid": chosen.study_uid,
+        "frame_of_reference_uid": chosen.frame_of_reference_uid,
         "modality": chosen.modality,
         "files": [str(path) for path in chosen.files],
+        "frames": list(chosen.frames),
+        "positions": [list(position) for position in chosen.positions],
+        "sop_instance_uids": list(chosen.sop_instance_uids),
+        "sop_class_uids": list(chosen.sop_class_uids),
         "shape": list(chosen.shape),
         "ornt": ornt.tolist(),
         "affine": chosen.affine.tolist(),

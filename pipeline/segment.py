@@ -23,6 +23,7 @@ from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import AUTOCAST_DTYPES, plan_precision, region_device, resolve_device
 from pipeline.dicom import open_dicom
+from pipeline.dicom_seg import SegSource, collect_seg_source, is_seg
 from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
@@ -125,7 +126,7 @@ def _check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) 
     """Suffixes that fit the input, writable folders, all distinct, none of them an input."""
     kind = source.kind
     dicom = source.attrs.get("source_format") == "dicom"
-    if paths.labels.name.lower().endswith(".dcm") and not dicom:
+    if is_seg(paths.labels) and not dicom:
         raise UsageError(
             f"-o {paths.labels}: a DICOM SEG needs source DICOM images, but {inputs[0]} is not a DICOM "
             "series; write .nii or .nii.gz"
@@ -306,6 +307,7 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     _check_areas(paths, source, inputs)
+    seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
     polygon_options = _polygon_options(card, options)
     if source.kind == "raster" and source.attrs.get("crs") is None:
         log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", inputs[0])
@@ -341,6 +343,8 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     files = list(dict.fromkeys([*inputs, *source.paths]))
     workdir = Workdir.prepare(workdir_path, fingerprint(files, card, parameters), options.resume)
     folder = workdir.path
+    if seg_source is not None:
+        seg_source.save(folder)  # finishing must not read the source again
     if not workdir.finished("ingest"):
         log.info("ingesting %s into %s", ", ".join(map(str, inputs)), folder)
         image = ingest(source, bands, card.inputs.normalization, folder)
@@ -546,6 +550,7 @@ def finish_run(workdir: Path) -> dict[str, Any] | None:
         probabilities,
         workdir,
         polygon_options,
+        SegSource.load(workdir) if is_seg(paths.labels) else None,
     )
     if plan.remove_workdir:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,7 +12,8 @@ import numpy as np
 from pipeline import geo, medical
 from pipeline.areas import class_statistics
 from pipeline.atomic import atomic_outputs
-from pipeline.dicom_seg import write_seg
+from pipeline.dicom_seg import SegSource, is_seg, write_seg
+from pipeline.errors import UsageError
 from pipeline.labels import stored_label_dtype
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
@@ -60,13 +61,14 @@ def write_outputs(
     probabilities: ZArray | None = None,
     scratch: Path | None = None,
     polygon_options: PolygonOptions | None = None,
+    seg_source: SegSource | None = None,
 ) -> dict[str, Any] | None:
     """Write every requested output via temp files renamed together; return the statistics if asked.
 
     Rasters: invalid pixels are nodata (255 in labels, NaN in probabilities, in no
     polygon, counted as invalid area). Volumes (NIfTI has no nodata): invalid voxels are
     background (0) in labels and NaN in probabilities. ``scratch`` (the workdir) holds
-    staging files for COGs.
+    staging files for COGs; ``seg_source`` is what a DICOM SEG output references.
     """
     kind, geometry = image_attrs["kind"], image_attrs["geometry"]
     label_dtype = stored_label_dtype(len(card.classes))
@@ -78,8 +80,10 @@ def write_outputs(
             geo.write_labels(
                 temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch
             )
-        elif paths.labels.name.lower().endswith(".dcm"):
-            write_seg(temporary[paths.labels], labels, geometry, card)
+        elif is_seg(paths.labels):
+            if seg_source is None:
+                raise UsageError(f"-o {paths.labels}: a DICOM SEG needs the source series' DICOM attributes")
+            write_seg(temporary[paths.labels], labels, geometry, seg_source, card)
         else:
             medical.write_nifti(temporary[paths.labels], labels, geometry, label_dtype, valid=valid)
         if paths.probabilities is not None and probabilities is not None:

@@ -25,7 +25,15 @@ from pydicom.uid import (
 )
 
 import pipeline.dicom
-from pipeline.dicom import DicomSeries, find_series, open_dicom, read_volume, scan_series, select_series
+from pipeline.dicom import (
+    DicomSeries,
+    find_series,
+    open_dicom,
+    read_volume,
+    scan_series,
+    select_series,
+    series_tag,
+)
 from pipeline.errors import InputError, NotFoundError, UsageError
 from tests.helpers import shared_file
 
@@ -366,15 +374,19 @@ def test_a_refused_series_is_left_out_and_its_reason_given_when_asked_for(tmp_pa
         open_dicom(tmp_path, series_uid=tilted.uid)
 
 
-def test_the_log_names_the_series_but_no_patient(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_log_names_the_series_by_a_hash_of_its_uid_and_no_patient(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     written = write_series(tmp_path)
     with caplog.at_level(logging.DEBUG, logger="pipeline.dicom"):
         open_dicom(tmp_path)
     chosen = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(chosen) == 1
-    assert written.uid in chosen[0]
-    assert "5 slices" in chosen[0]
+    assert series_tag(written.uid) in chosen[0]
+    assert "(CT, 5 slices of 7x6, 0.7x0.8x2.5 mm)" in chosen[0]
     assert "largest axial" in chosen[0]
+    assert written.uid not in caplog.text
+    assert "test CT" not in caplog.text  # the SeriesDescription
     for value in (*PATIENT.values(), "Doe", "Jane", "4711"):
         assert value not in caplog.text
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import highdicom as hd
@@ -11,8 +14,11 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.dicom import find_series, read_volume
-from pipeline.segment import SegmentOptions, segment
+from pipeline.dicom_seg import SEG_SOURCE
+from pipeline.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
 from tests.helpers import shared_file, threshold_card, write_nifti
+from tests.pipeline.test_dicom import Written, oblique, write_series
+from tests.pipeline.test_dicom_anonymised import blank_sop_uids, marked, no_numbers, no_patient_id
 from unet.card import load_card
 
 SERIES = ["siemens_sagittal_mr", "hitachi_oblique_mr"]
@@ -78,3 +84,70 @@ def test_seg_from_a_nifti_input_is_a_usage_error(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert "a DICOM SEG needs source DICOM images" in err
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_finishing_a_seg_run_does_not_read_the_source(tmp_path: Path) -> None:
+    written = write_series(tmp_path / "series", rotation=oblique())
+    uids = [str(pydicom.dcmread(path).SOPInstanceUID) for path in written.paths]
+    card = load_card(threshold_card(tmp_path, 1000.0, dims=3))
+    output = tmp_path / "seg.dcm"
+    workdir = prepare_run([written.folder], card, output, SegmentOptions(device="cpu"))
+    assert (workdir / SEG_SOURCE).exists()
+    run_rows(workdir)
+    shutil.rmtree(written.folder)  # any read of the source now fails
+    finish_run(workdir)
+    seg = hd.seg.segread(output)
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True)
+    assert np.array_equal(np.transpose(frames, (2, 1, 0)), written.hu > 1000.0)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == written.uid
+    assert not workdir.exists()
+
+
+KNOWN_WARNINGS = (
+    "Missing attribute or value that would be needed to build DICOMDIR",
+    "Retired Person Name form",
+)
+
+
+def dciodvfy_report(path: Path) -> list[str]:
+    """dicom3tools' IOD validator on ``path``: its errors, after checking its warnings are known ones."""
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed")
+    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines, "dciodvfy printed nothing"
+    assert "Segmentation" in lines  # it recognised the IOD
+    warnings = [line for line in lines if line.startswith("Warning")]
+    for line in warnings:
+        # Type 2 values an anonymised source left empty (copied empty, as the SEG IOD allows), and
+        # the source's own retired person-name form, copied as it is
+        assert any(known in line for known in KNOWN_WARNINGS), line
+    return [line for line in lines if line.startswith("Error")]
+
+
+BUILDS = {
+    "plain": lambda d: write_series(d, rotation=oblique()),
+    "blank SOP UIDs": blank_sop_uids,
+    "no PatientID": no_patient_id,
+    "no numbers": no_numbers,
+    "free text and an invalid date": marked,
+}
+
+
+@pytest.mark.parametrize("build", BUILDS.values(), ids=BUILDS)
+def test_the_seg_of_a_generated_series_passes_dciodvfy(
+    build: Callable[[Path], Written], tmp_path: Path
+) -> None:
+    written = build(tmp_path / "series")
+    card = load_card(threshold_card(tmp_path, 1000.0, dims=3))
+    segment([written.folder], card, tmp_path / "seg.dcm", SegmentOptions(device="cpu"))
+    assert dciodvfy_report(tmp_path / "seg.dcm") == []
+
+
+@pytest.mark.parametrize("name", SERIES)
+def test_the_seg_of_a_real_series_passes_dciodvfy(tmp_path: Path, name: str) -> None:
+    folder = shared_file(f"med/dicom2nifti_series/{name}/dicom")
+    card = load_card(_card(tmp_path, folder))
+    segment([folder], card, tmp_path / "seg.dcm", SegmentOptions(device="cpu"))
+    assert dciodvfy_report(tmp_path / "seg.dcm") == []
