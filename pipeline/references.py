@@ -1,10 +1,11 @@
-"""Files named inside a local input (VRT sources, STAC asset hrefs), checked before GDAL opens them.
+"""Files named inside a local input (VRT sources, STAC asset hrefs, NRRD data files), checked first.
 
 A local input may only lead to local files inside its allowed roots: the folder of the
 input the user gave, and its subfolders. A reference is refused when it is a URL
 (``scheme://``), a GDAL virtual path (``/vsicurl/``, ``/vsis3/``, ``/vsizip/`` ...), a
 driver prefix (``WMS:...``, ``HDF5:...``, ``vrt://``), or a path that resolves (symlinks
-followed) outside the roots. VRTs are parsed with defusedxml (no entity expansion) and
+followed) outside the roots. A detached NRRD header's ``data file`` obeys the same
+rule. VRTs are parsed with defusedxml (no entity expansion) and
 their sources are checked recursively, so nothing they name is opened before it is
 known to be local. ``--allow-remote`` skips these checks.
 """
@@ -19,6 +20,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as parse_xml
 
 from pipeline.errors import InputError, NotFoundError
+from pipeline.medical import is_nrrd
 
 # A URL scheme or a GDAL driver/connection prefix: letters, digits, "+.-_" and a colon.
 PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-_]*:")
@@ -103,12 +105,30 @@ def check_vrt(vrt: Path, roots: list[Path], depth: int = 0) -> list[Path]:
     return files
 
 
+def check_nrrd(path: Path, roots: list[Path]) -> None:
+    """Refuse a detached NRRD header whose ``data file`` is not local and inside ``roots``.
+
+    An unreadable header is left to the NRRD reader, which reports it.
+    """
+    import nrrd  # pynrrd: only needed for this format
+
+    try:
+        header = nrrd.read_header(str(path))
+    except (nrrd.NRRDError, OSError, ValueError, KeyError):
+        return
+    data_file = header.get("datafile", header.get("data file"))
+    if data_file is not None:
+        check_local(str(data_file), path.absolute().parent, roots, path, "NRRD data file")
+
+
 def check_inputs(paths: list[Path], roots: list[Path] | None = None) -> None:
-    """Refuse any VRT among ``paths`` that names a remote or out-of-root source.
+    """Refuse any VRT or NRRD header among ``paths`` that names a remote or out-of-root file.
 
     ``roots`` default to the folders of ``paths`` (each input may read beside itself).
     """
     allowed = roots if roots is not None else list(dict.fromkeys(path.absolute().parent for path in paths))
     for path in paths:
-        if is_vrt(path):
+        if is_nrrd(path):
+            check_nrrd(path, allowed)
+        elif is_vrt(path):
             check_vrt(path, allowed)

@@ -112,6 +112,8 @@ def open_source(
     if any(is_volume(path) for path in inputs):
         if len(inputs) != 1:
             raise UsageError(f"a volume is segmented on its own; got {len(inputs)} inputs")
+        if not allow_remote:
+            check_inputs(inputs)
         source = open_volume(inputs[0], series, card.inputs.modality)
         return source, select_bands(source.band_names, channels, requested, str(inputs[0]))
     if any(is_stac_item(path) for path in inputs):

@@ -174,3 +174,36 @@ def test_allow_remote_lifts_the_folder_rule(capsys: pytest.CaptureFixture[str], 
     assert code == 0, err
     with rasterio.open(folder / "mask.tif") as out, rasterio.open(outside) as src:
         assert np.array_equal(out.read(1), (src.read(1) > 0.5).astype(np.uint8))
+
+
+def _detached_nrrd(folder: Path, data_file: str) -> Path:
+    header = folder / "v.nhdr"
+    header.write_text(
+        "NRRD0004\ntype: int16\ndimension: 3\nspace: left-posterior-superior\nsizes: 8 8 4\n"
+        "space directions: (1,0,0) (0,1,0) (0,0,2)\nencoding: raw\nendian: little\n"
+        f"data file: {data_file}\n"
+    )
+    return header
+
+
+@pytest.mark.parametrize("where", ["inside", "outside"])
+def test_a_detached_nrrd_reads_its_data_only_from_the_inputs_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
+) -> None:
+    data = np.random.default_rng(5).integers(0, 100, size=(8, 8, 4)).astype("<i2")
+    folder = tmp_path / "case"
+    folder.mkdir()
+    raw = (folder if where == "inside" else tmp_path) / "v.raw"
+    raw.write_bytes(data.tobytes(order="F"))
+    header = _detached_nrrd(folder, "v.raw" if where == "inside" else "../v.raw")
+    card = threshold_card(folder, 49.5, dims=3)
+    output = folder / "m.nii.gz"
+    code = main(["segment", str(header), "-m", str(card), "-o", str(output), "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    if where == "inside":
+        assert code == 0, err
+        assert output.exists()
+    else:
+        assert code == 2
+        assert "v.nhdr: NRRD data file '../v.raw' lies outside the input's folder" in err
+        assert not output.exists()
