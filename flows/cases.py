@@ -3,11 +3,14 @@
 Names come from the entry's name without its suffix, made safe (``flows.names``) and
 unique, so outputs of ``../x``-like or clashing names stay inside the output folder and
 apart. Hidden entries and the output folder itself (when it lies inside the archive)
-are not cases; other files are listed as ignored.
+are not cases; other files are listed as ignored. A link whose target leaves the
+archive is skipped with a warning (and listed as ignored) unless ``follow_symlinks``:
+whoever can write into the archive must not make segpipe read from elsewhere.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +19,9 @@ from flows.names import sanitise, strip_suffix, unique
 from flows.results import CaseKind
 from pipeline.errors import InputError, NotFoundError
 from pipeline.medical import is_nifti, is_nrrd
+from pipeline.references import inside
+
+log = logging.getLogger(__name__)
 
 
 class Case(BaseModel):
@@ -36,7 +42,9 @@ def _kind(entry: Path) -> CaseKind | None:
     return None
 
 
-def find_cases(archive: Path, exclude: Path | None = None) -> tuple[list[Case], list[str]]:
+def find_cases(
+    archive: Path, exclude: Path | None = None, follow_symlinks: bool = False
+) -> tuple[list[Case], list[str]]:
     """The archive's cases in name order, and the entries that are not cases."""
     if not archive.exists():
         raise NotFoundError(f"{archive}: archive folder not found")
@@ -47,6 +55,10 @@ def find_cases(archive: Path, exclude: Path | None = None) -> tuple[list[Case], 
     ignored: list[str] = []
     for entry in sorted(archive.iterdir()):
         if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
+            continue
+        if not follow_symlinks and not inside(entry, [archive]):
+            log.warning("%s: skipped, a link that leaves the archive (follow_symlinks takes it)", entry.name)
+            ignored.append(entry.name)
             continue
         kind = _kind(entry)
         if kind is None:

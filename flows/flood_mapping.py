@@ -64,6 +64,7 @@ def prepare_scene(
     inference: InferenceOptions,
     polygons: PolygonSettings,
     probabilities: bool,
+    allow_remote: bool = False,
 ) -> Prepared:
     """Check the scene and the card, ingest the scene to zarr (or resume), plan ``regions`` row ranges."""
     with library_logs():
@@ -76,6 +77,7 @@ def prepare_scene(
             probabilities=outputs.get("probabilities"),
             polygons=outputs["polygons"],
             polygon_settings=polygons,
+            allow_remote=allow_remote,
         )
         workdir = stages.prepare_run([Path(p) for p in inputs], load_card(card), outputs["labels"], options)
         return Prepared(
@@ -172,13 +174,16 @@ def flood_mapping(
     probabilities: bool = False,
     inference: InferenceOptions | None = None,
     polygons: PolygonSettings | None = None,
+    allow_remote: bool = False,
 ) -> SceneResult:
     """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
 
     ``scene``: a GeoTIFF/VRT, a list of band files (stacked in order), or a STAC Item
     JSON with local assets; NAME is its sanitised stem (the Item's id). ``model``: a
     card path or bundled card name. ``regions``: row ranges inferred as separate tasks
-    on the Dask cluster at ``dask_address`` (a local one when empty).
+    on the Dask cluster at ``dask_address`` (a local one when empty). ``allow_remote``:
+    files the scene names (VRT sources, STAC assets) may be remote or outside its folder
+    (docs/SECURITY.md).
     """
     with library_logs():
         if regions < 1:
@@ -204,6 +209,7 @@ def flood_mapping(
             inference,
             polygons,
             probabilities,
+            allow_remote,
         )
         progress.advance("ingested")
         logger.info("%s: %d region(s) %s", name, len(prepared.regions), prepared.regions)

@@ -73,7 +73,9 @@ def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
     retry_condition_fn=retry_unexpected,
     tags=["gpu"],
 )
-def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOptions) -> CaseResult:
+def segment_case(
+    case: Case, card: str, output_dir: str, inference: InferenceOptions, allow_remote: bool = False
+) -> CaseResult:
     """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad."""
     with library_logs():
         out = Path(output_dir)
@@ -91,7 +93,9 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             clock = now
 
         try:
-            options = inference.segment_options(workdir_path, stats=outputs["stats"])
+            options = inference.segment_options(
+                workdir_path, stats=outputs["stats"], allow_remote=allow_remote
+            )
             workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
             lap("prepare")
             stages.run_rows(workdir)
@@ -100,7 +104,8 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             lap("write")
             if "seg" in outputs:
                 # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
-                stages.prepare_run(inputs, model, outputs["seg"], inference.segment_options(workdir_path))
+                seg_options = inference.segment_options(workdir_path, allow_remote=allow_remote)
+                stages.prepare_run(inputs, model, outputs["seg"], seg_options)
                 stages.run_rows(workdir)
                 stages.finish_run(workdir)
                 lap("seg")
@@ -160,13 +165,17 @@ def scan_archive(
     dask_address: str | None = None,
     overwrite: bool = False,
     inference: InferenceOptions | None = None,
+    allow_remote: bool = False,
+    follow_symlinks: bool = False,
 ) -> ArchiveReport:
     """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
     ``output_dir``.
 
     Cases finished by an earlier run from the same input are reused unless ``overwrite``.
     ``dask_address``: the Dask scheduler whose workers run the cases (a local cluster
-    when empty).
+    when empty). ``follow_symlinks``: also segment top-level links that leave the archive
+    (skipped with a warning otherwise). ``allow_remote``: a case's header may name data
+    outside its folder (detached NRRD; docs/SECURITY.md).
     """
     with library_logs():
         logger = get_run_logger()
@@ -177,7 +186,7 @@ def scan_archive(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
-        cases, ignored = find_cases(root, exclude=out)
+        cases, ignored = find_cases(root, exclude=out, follow_symlinks=follow_symlinks)
         logger.info("%s: %d case(s), %d other entries ignored", root, len(cases), len(ignored))
         key = artifact_key("scan", root.name)
         progress = RunProgress(f"{key}-progress", len(cases), f"cases of {root.name}")
@@ -203,6 +212,7 @@ def scan_archive(
                                 "card": str(card.card_path),
                                 "output_dir": str(out),
                                 "inference": inference,
+                                "allow_remote": allow_remote,
                             },
                         ): case
                         for case in todo
