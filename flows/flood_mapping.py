@@ -197,6 +197,7 @@ def flood_mapping(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
+        runner_for_regions = task_runner(dask_address)  # a refused scheduler fails before the ingest
         key = artifact_key("flood", name)
         progress = RunProgress(f"{key}-progress", regions + 2, f"flood mapping {name}")
 
@@ -216,7 +217,7 @@ def flood_mapping(
 
         runs: list[RegionRun] = []
         infer_started = time.perf_counter()
-        with task_runner(dask_address) as runner:
+        with runner_for_regions as runner:
             with gpu_annotation(runner.client) as gpu:
                 futures = [
                     runner.submit(

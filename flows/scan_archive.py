@@ -186,6 +186,7 @@ def scan_archive(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
+        runner_for_cases = task_runner(dask_address)  # a refused scheduler fails before any case
         cases, ignored = find_cases(root, exclude=out, follow_symlinks=follow_symlinks)
         logger.info("%s: %d case(s), %d other entries ignored", root, len(cases), len(ignored))
         key = artifact_key("scan", root.name)
@@ -202,7 +203,7 @@ def scan_archive(
                 progress.advance(f"{case.name} reused")
         gpu = False
         if todo:
-            with task_runner(dask_address) as runner:
+            with runner_for_cases as runner:
                 with gpu_annotation(runner.client) as gpu:
                     futures = {
                         runner.submit(
