@@ -42,7 +42,8 @@ COG_BLOCK = 512
 # (/vsis3/, /vsigs/, /vsiaz/ ...) treat a file as absent unless its name ends with one of
 # these extensions, so none is fetched; inline Python in VRT pixel functions never runs.
 NO_NETWORK = {"CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".segpipe-network-disabled"}
-# Drivers that fetch over HTTP by themselves (from a small XML or JSON description).
+# Drivers that fetch over HTTP by themselves (from a small XML or JSON description), or
+# that read datasets named in their own index, unchecked by pipeline.references (GTI).
 NETWORK_DRIVERS = frozenset(
     {"DAAS", "EEDA", "EEDAI", "GTI", "HTTP", "KMLSUPEROVERLAY", "NGW", "OGCAPI", "PLMOSAIC", "STACIT"}
     | {"STACTA", "WCS", "WMS", "WMTS"}
