@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from distributed import Scheduler, SpecCluster, Worker
 
+from flows.cluster import task_runner
 from flows.flood_mapping import flood_mapping
 from pipeline.errors import UsageError
 from tests.flows import builders
@@ -161,3 +162,26 @@ def test_flood_mapping_runs_on_a_tls_scheduler_with_certificates_from_dask_confi
     assert {run.worker for run in result.regions} == {worker.address}
     assert worker.address.startswith("tls://")
     assert Path(result.outputs["labels"]).is_file()
+
+
+def test_a_tls_address_needs_certificates_in_dask_config(pki: Pki) -> None:
+    needs = r"dask_address tls://127\.0\.0\.1:1: a TLS scheduler needs"
+    with dask.config.set({"distributed.comm.tls.ca-file": None}), pytest.raises(UsageError, match=needs):
+        task_runner("tls://127.0.0.1:1")
+    client = pki.certs["client"]
+    config = {
+        "distributed.comm.tls.ca-file": str(pki.ca),
+        "distributed.comm.tls.client.cert": str(client[0]),
+        "distributed.comm.tls.client.key": str(client[1]),
+    }
+    with dask.config.set(config):
+        runner = task_runner("tls://127.0.0.1:1")
+    assert runner.client_kwargs["security"].tls_client_cert == str(client[0])
+
+
+def test_an_unencrypted_remote_scheduler_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="flows.cluster"):
+        task_runner("tcp://127.0.0.1:8786")
+        assert not caplog.records
+        task_runner("tcp://10.0.0.5:8786")
+    assert "dask_address tcp://10.0.0.5:8786: unencrypted scheduler on another machine" in caplog.text
