@@ -3,13 +3,17 @@
 Names come from the entry's name without its suffix, made safe (``flows.names``) and
 unique, so outputs of ``../x``-like or clashing names stay inside the output folder and
 apart. Hidden entries and the output folder itself (when it lies inside the archive)
-are not cases; other files are listed as ignored. With a pseudonym key, names are keyed
-hashes (``flows.pseudonyms``) and the input is recorded as a keyed hash of its path, so
-results, manifests and reports hold no folder or file name.
+are not cases; other files are listed as ignored. A link whose target leaves the
+archive is skipped with a warning (and listed as ignored) unless ``follow_symlinks``:
+whoever can write into the archive must not make segpipe read from elsewhere. With a
+pseudonym key, names are keyed hashes (``flows.pseudonyms``) and the input is recorded
+as a keyed hash of its path, so results, manifests and reports hold no folder or file
+name.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -19,6 +23,9 @@ from flows.pseudonyms import digest, pseudonym
 from flows.results import CaseKind
 from pipeline.errors import InputError, NotFoundError
 from pipeline.medical import is_nifti, is_nrrd
+from pipeline.references import inside
+
+log = logging.getLogger(__name__)
 
 
 class Case(BaseModel):
@@ -49,7 +56,7 @@ def _kind(entry: Path) -> CaseKind | None:
 
 
 def find_cases(
-    archive: Path, exclude: Path | None = None, key: bytes | None = None
+    archive: Path, exclude: Path | None = None, key: bytes | None = None, follow_symlinks: bool = False
 ) -> tuple[list[Case], list[str]]:
     """The archive's cases in name order, and the names of the entries that are not cases."""
     if not archive.exists():
@@ -61,6 +68,11 @@ def find_cases(
     ignored: list[str] = []
     for entry in sorted(archive.iterdir()):
         if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip):
+            continue
+        if not follow_symlinks and not inside(entry, [archive]):
+            label = entry.name if key is None else pseudonym(key, entry.name, "other")
+            log.warning("%s: skipped, a link that leaves the archive (follow_symlinks takes it)", label)
+            ignored.append(entry.name)
             continue
         kind = _kind(entry)
         if kind is None:

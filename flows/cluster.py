@@ -5,6 +5,13 @@ With an address, the run uses that scheduler (GPU workers started with
 ``LocalCluster`` (threads: the tasks share the flow's Prefect settings and the network
 releases the GIL).
 
+Connections to a scheduler use the security settings in Dask's configuration
+(``distributed.comm.tls.*``: CA, client certificate and key; ``distributed.comm.
+require-encryption``), as ``distributed.Security()`` reads them. A ``tls://`` address
+without them is refused before any work, and a plain ``tcp://`` scheduler off this
+machine is logged as a warning: anyone who can reach it can run code on its workers
+(docs/SECURITY.md).
+
 GPU tasks are annotated ``resources={"GPU": 1}`` only when some worker offers that
 resource: the scheduler holds a task that asks for a resource no worker has forever,
 which on a CPU-only cluster would hang the run instead of running it on CPU.
@@ -13,10 +20,12 @@ which on a CPU-only cluster would hang the run instead of running it on CPU.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+import dask.config
 import distributed
 from dask.base import annotate
 from prefect_dask.task_runners import DaskTaskRunner
@@ -35,12 +44,42 @@ LOCAL_CLUSTER: dict[str, Any] = {
     "dashboard_address": ":0",
 }
 WORKER_WAIT_S = 60.0
+TLS_CLIENT_KEYS = ("ca-file", "client.cert", "client.key")
+
+
+def scheduler_security(address: str) -> distributed.Security:
+    """The TLS settings from Dask's config for connecting to ``address``; refused if TLS lacks them."""
+    scheme, _, rest = address.rpartition("://")
+    configured = all(dask.config.get(f"distributed.comm.tls.{key}") for key in TLS_CLIENT_KEYS)
+    if scheme == "tls" and not configured:
+        raise UsageError(
+            f"dask_address {address}: a TLS scheduler needs the CA and a client certificate in Dask's "
+            "config (distributed.comm.tls.ca-file, .client.cert, .client.key; or the "
+            "DASK_DISTRIBUTED__COMM__TLS__* variables)"
+        )
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if scheme in ("", "tcp") and not _loopback(host):
+        log.warning(
+            "dask_address %s: unencrypted scheduler on another machine; anyone who can reach it can run "
+            "code on its workers: use tls:// with certificates (docs/SECURITY.md)",
+            address,
+        )
+    return distributed.Security()  # type: ignore[no-untyped-call]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def task_runner(address: str | None) -> DaskTaskRunner:
     """A runner on the scheduler at ``address``, or on a new local cluster when None."""
     if address:
-        return DaskTaskRunner(address=address)
+        return DaskTaskRunner(address=address, client_kwargs={"security": scheduler_security(address)})
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=dict(LOCAL_CLUSTER))
 
 

@@ -65,6 +65,7 @@ def prepare_scene(
     inference: InferenceOptions,
     polygons: PolygonSettings,
     probabilities: bool,
+    allow_remote: bool = False,
 ) -> Prepared:
     """Check the scene and the card, ingest the scene to zarr (or resume), plan ``regions`` row ranges."""
     with library_logs():
@@ -77,6 +78,7 @@ def prepare_scene(
             probabilities=outputs.get("probabilities"),
             polygons=outputs["polygons"],
             polygon_settings=polygons,
+            allow_remote=allow_remote,
         )
         workdir = stages.prepare_run([Path(p) for p in inputs], load_card(card), outputs["labels"], options)
         return Prepared(
@@ -174,13 +176,16 @@ def flood_mapping(
     probabilities: bool = False,
     inference: InferenceOptions | None = None,
     polygons: PolygonSettings | None = None,
+    allow_remote: bool = False,
 ) -> SceneResult:
     """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
 
     ``scene``: a GeoTIFF/VRT, a list of band files (stacked in order), or a STAC Item
     JSON with local assets; NAME is its sanitised stem (the Item's id). ``model``: a
     card path or bundled card name. ``regions``: row ranges inferred as separate tasks
-    on the Dask cluster at ``dask_address`` (a local one when empty).
+    on the Dask cluster at ``dask_address`` (a local one when empty). ``allow_remote``:
+    files the scene names (VRT sources, STAC assets) may be remote or outside its folder
+    (docs/SECURITY.md).
     """
     with library_logs():
         if regions < 1:
@@ -194,11 +199,12 @@ def flood_mapping(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
+        runner_for_regions = task_runner(dask_address)  # a refused scheduler fails before the ingest
         key = artifact_key("flood", name)
         progress = RunProgress(f"{key}-progress", regions + 2, f"flood mapping {name}")
 
         runs: list[RegionRun] = []
-        with task_runner(dask_address) as runner:
+        with runner_for_regions as runner:
             with gpu_annotation(runner.client) as gpu:
                 # prepared on a worker like the regions: the plan's device is what the workers have
                 prepared = runner.submit(
@@ -212,6 +218,7 @@ def flood_mapping(
                         "inference": inference,
                         "polygons": polygons,
                         "probabilities": probabilities,
+                        "allow_remote": allow_remote,
                     },
                 ).result()
                 progress.advance("ingested")

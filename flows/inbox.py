@@ -88,18 +88,21 @@ def flood_inbox(
     deployment: str = DEPLOYMENT,
     inference: InferenceOptions | None = None,
     polygons: PolygonSettings | None = None,
+    allow_remote: bool = False,
+    follow_symlinks: bool = False,
 ) -> list[InboxEntry]:
     """Start ``flood-mapping`` for each scene of ``inbox`` (a folder or a STAC ``catalog.json``)
     that has no finished output in ``output_dir`` yet.
 
     ``dispatch``: ``deployment`` runs go to the deployment ``deployment`` (GPU pool),
     ``subflow`` runs them here one after the other, ``auto`` picks the deployment if it
-    exists.
+    exists. ``follow_symlinks``: also take inbox entries that are links leaving the inbox
+    (skipped with a warning otherwise); ``allow_remote`` goes to each scene's run.
     """
     with library_logs():
         logger = get_run_logger()
         out = Path(output_dir).expanduser().resolve()
-        scenes = find_scenes(Path(inbox).expanduser().resolve())
+        scenes = find_scenes(Path(inbox).expanduser().resolve(), follow_symlinks, allow_remote)
         use_deployment = dispatch == "deployment" or (dispatch == "auto" and deployment_exists(deployment))
         logger.info(
             "%d scene(s) in %s; new ones go to %s",
@@ -115,6 +118,7 @@ def flood_inbox(
             dask_address=dask_address,
             inference=inference or InferenceOptions(),
             polygons=polygons or PolygonSettings(),
+            allow_remote=allow_remote,
         )
         entries: list[InboxEntry] = []
         for scene in scenes:
@@ -137,6 +141,7 @@ class _Dispatcher:
     dask_address: str | None
     inference: InferenceOptions
     polygons: PolygonSettings
+    allow_remote: bool
 
     def handle(self, scene: Scene, min_age_s: float) -> InboxEntry:
         inputs = [str(path) for path in scene.inputs]
@@ -164,6 +169,7 @@ class _Dispatcher:
                         "dask_address": self.dask_address,
                         "inference": self.inference.model_dump(mode="json"),
                         "polygons": self.polygons.model_dump(mode="json"),
+                        "allow_remote": self.allow_remote,
                     },
                     timeout=0,
                     tags=[scene_tag(scene.name)],
@@ -181,6 +187,7 @@ class _Dispatcher:
                 dask_address=self.dask_address,
                 inference=self.inference,
                 polygons=self.polygons,
+                allow_remote=self.allow_remote,
                 return_state=True,
             )
         run_id = str(state.state_details.flow_run_id or "")

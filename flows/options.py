@@ -33,8 +33,12 @@ class InferenceOptions(BaseModel):
         probabilities: Path | None = None,
         polygons: Path | None = None,
         polygon_settings: PolygonSettings | None = None,
+        allow_remote: bool = False,
     ) -> SegmentOptions:
-        """``SegmentOptions`` with an explicit workdir (kept after a failure, so reruns resume)."""
+        """``SegmentOptions`` with an explicit workdir (kept after a failure, so reruns resume).
+
+        ``allow_remote`` is the flows' parameter of that name (``--allow-remote``).
+        """
         polygon_settings = polygon_settings or PolygonSettings()
         return SegmentOptions(
             bands=self.bands,
@@ -51,6 +55,7 @@ class InferenceOptions(BaseModel):
             stats=stats,
             workdir=workdir,
             resume=True,
+            allow_remote=allow_remote,
         )
 
 

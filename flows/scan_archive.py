@@ -76,7 +76,9 @@ def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
     retry_condition_fn=retry_unexpected,
     tags=["gpu"],
 )
-def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOptions) -> CaseResult:
+def segment_case(
+    case: Case, card: str, output_dir: str, inference: InferenceOptions, allow_remote: bool = False
+) -> CaseResult:
     """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad."""
     hidden = hidden_paths(Path(case.path), case.name) if case.pseudonymised else nullcontext()
     with library_logs(), hidden:
@@ -95,7 +97,9 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             clock = now
 
         try:
-            options = inference.segment_options(workdir_path, stats=outputs["stats"])
+            options = inference.segment_options(
+                workdir_path, stats=outputs["stats"], allow_remote=allow_remote
+            )
             workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
             device = stages.RunPlan.load(workdir).device
             lap("prepare")
@@ -107,7 +111,8 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             lap("write")
             if "seg" in outputs:
                 # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
-                stages.prepare_run(inputs, model, outputs["seg"], inference.segment_options(workdir_path))
+                seg_options = inference.segment_options(workdir_path, allow_remote=allow_remote)
+                stages.prepare_run(inputs, model, outputs["seg"], seg_options)
                 stages.run_rows(workdir)
                 stages.finish_run(workdir)
                 lap("seg")
@@ -168,6 +173,8 @@ def scan_archive(
     overwrite: bool = False,
     inference: InferenceOptions | None = None,
     pseudonymize: bool = False,
+    allow_remote: bool = False,
+    follow_symlinks: bool = False,
 ) -> ArchiveReport:
     """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
     ``output_dir``.
@@ -176,6 +183,9 @@ def scan_archive(
     ``dask_address``: the Dask scheduler whose workers run the cases (a local cluster
     when empty). ``pseudonymize``: name cases by a keyed hash of their path (key in
     ``SEGPIPE_PSEUDONYM_KEY``); the only link back is ``output_dir/pseudonyms.csv``.
+    ``follow_symlinks``: also segment top-level links that leave the archive (skipped with
+    a warning otherwise). ``allow_remote``: a case's header may name data outside its
+    folder (detached NRRD; docs/SECURITY.md).
     """
     with library_logs():
         logger = get_run_logger()
@@ -187,7 +197,8 @@ def scan_archive(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
-        cases, ignored = find_cases(root, exclude=out, key=secret)
+        runner_for_cases = task_runner(dask_address)  # a refused scheduler fails before any case
+        cases, ignored = find_cases(root, exclude=out, key=secret, follow_symlinks=follow_symlinks)
         if secret is not None:
             others = [pseudonym(secret, name, "other") for name in ignored]
             mapping = write_mapping(
@@ -212,7 +223,7 @@ def scan_archive(
                 progress.advance(f"{case.name} reused")
         gpu = False
         if todo:
-            with task_runner(dask_address) as runner:
+            with runner_for_cases as runner:
                 with gpu_annotation(runner.client) as gpu:
                     futures = {
                         runner.submit(
@@ -222,6 +233,7 @@ def scan_archive(
                                 "card": str(card.card_path),
                                 "output_dir": str(out),
                                 "inference": inference,
+                                "allow_remote": allow_remote,
                             },
                         ): case
                         for case in todo

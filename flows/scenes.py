@@ -2,21 +2,29 @@
 
 A scene is one GeoTIFF/VRT, a list of band files (stacked in order), or a STAC Item
 JSON. An inbox is a folder (its top level: raster files, STAC Items, and STAC
-catalogs whose items are followed) or a ``catalog.json`` itself.
+catalogs whose items are followed) or a ``catalog.json`` itself. Entries that are links
+leaving the inbox are skipped with a warning unless ``follow_symlinks``; a catalog's
+links must be local files inside the inbox (``pipeline.references``) unless
+``allow_remote``, so reading a catalog never opens the network.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pystac
+from pystac.stac_io import DefaultStacIO
 
 from flows.names import sanitise, strip_suffix, unique
 from pipeline.errors import InputError, NotFoundError, UsageError
+from pipeline.references import check_local, inside
+
+log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 SEPARATORS = "_-. "
@@ -72,23 +80,45 @@ def scene_name(inputs: list[Path]) -> str:
     return sanitise(name, "scene")
 
 
-def _catalog_items(catalog: Path) -> list[Path]:
+class _LocalStacIO(DefaultStacIO):
+    """pystac's reader, refusing anything but local files inside ``roots`` before reading it."""
+
+    def __init__(self, catalog: Path, roots: list[Path]) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.roots = roots
+
+    def read_text_from_href(self, href: str) -> str:
+        path = href.removeprefix("file://")
+        check_local(path, self.catalog.parent, self.roots, self.catalog, "catalog link")
+        return super().read_text_from_href(path)
+
+
+def _catalog_items(catalog: Path, root: Path, allow_remote: bool) -> list[Path]:
     """Local item files of a STAC catalog/collection (followed recursively through children)."""
+    stac_io = None if allow_remote else _LocalStacIO(catalog, [root])
     try:
-        root = pystac.Catalog.from_file(str(catalog))
-        hrefs = [item.get_self_href() for item in root.get_items(recursive=True)]
+        top = pystac.Catalog.from_file(str(catalog), stac_io=stac_io)
+        hrefs = [item.get_self_href() for item in top.get_items(recursive=True)]
     except (pystac.STACError, json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
+        if isinstance(exc.__cause__, InputError):  # a refused link, wrapped by pystac
+            raise exc.__cause__ from None
         raise InputError(f"{catalog}: cannot read the STAC catalog ({exc})") from None
     return [Path(href).resolve() for href in hrefs if href and Path(href).is_file()]
 
 
-def _candidates(inbox: Path) -> list[Path]:
+def _candidates(inbox: Path, follow_symlinks: bool, allow_remote: bool) -> list[Path]:
     """Scene files (rasters and STAC Items) in the inbox folder or catalog."""
     if inbox.is_file():
-        return _catalog_items(inbox)
+        return _catalog_items(inbox, inbox.parent, allow_remote)
     found: list[Path] = []
     for entry in sorted(inbox.iterdir()):
-        if entry.name.startswith(".") or not entry.is_file():
+        if entry.name.startswith("."):
+            continue
+        if not follow_symlinks and not inside(entry, [inbox]):
+            log.warning("%s: skipped, a link that leaves the inbox (follow_symlinks takes it)", entry.name)
+            continue
+        if not entry.is_file():
             continue
         if entry.suffix.lower() in RASTER_SUFFIXES:
             found.append(entry.resolve())
@@ -97,15 +127,15 @@ def _candidates(inbox: Path) -> list[Path]:
             if content.get("type") == "Feature":
                 found.append(entry.resolve())
             elif content.get("type") in ("Catalog", "Collection"):
-                found.extend(_catalog_items(entry))
+                found.extend(_catalog_items(entry, inbox, allow_remote))
     return list(dict.fromkeys(found))
 
 
-def find_scenes(inbox: Path) -> list[Scene]:
+def find_scenes(inbox: Path, follow_symlinks: bool = False, allow_remote: bool = False) -> list[Scene]:
     """Every scene in ``inbox`` (a folder or a catalog.json), named uniquely, in name order."""
     if not inbox.exists():
         raise NotFoundError(f"{inbox}: inbox not found")
-    files = _candidates(inbox)
+    files = _candidates(inbox, follow_symlinks, allow_remote)
     names = unique(scene_name([path]) for path in files)
     scenes = [Scene(name, [path], path.stat().st_mtime) for name, path in zip(names, files, strict=True)]
     return sorted(scenes, key=lambda scene: scene.name)

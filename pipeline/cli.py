@@ -119,6 +119,13 @@ def segment(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Start clean even if the workdir matches.")
     ] = False,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Let files named inside the input (VRT sources, STAC assets) be remote or elsewhere.",
+        ),
+    ] = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -145,6 +152,7 @@ def segment(
         stats=stats,
         workdir=workdir,
         resume=not no_resume,
+        allow_remote=allow_remote,
     )
     result = _with_progress(
         "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)

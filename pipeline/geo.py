@@ -38,19 +38,44 @@ CHUNK_TARGET = 1024
 COG_BLOCK = 512
 
 
-def gdal_env() -> rasterio.Env:
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
+# GDAL's own switches for local inputs: /vsicurl/ and every cloud filesystem built on it
+# (/vsis3/, /vsigs/, /vsiaz/ ...) treat a file as absent unless its name ends with one of
+# these extensions, so none is fetched; inline Python in VRT pixel functions never runs.
+NO_NETWORK = {"CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".segpipe-network-disabled"}
+# Drivers that fetch over HTTP by themselves (from a small XML or JSON description), or
+# that read datasets named in their own index, unchecked by pipeline.references (GTI).
+NETWORK_DRIVERS = frozenset(
+    {"DAAS", "EEDA", "EEDAI", "GTI", "HTTP", "KMLSUPEROVERLAY", "NGW", "OGCAPI", "PLMOSAIC", "STACIT"}
+    | {"STACTA", "WCS", "WMS", "WMTS"}
+)
 
 
-def _open(path: Path) -> Any:
+def gdal_env(remote: bool = False) -> rasterio.Env:
+    """GDAL settings for every read and write; network access only when ``remote``."""
+    network = {} if remote else NO_NETWORK
+    return rasterio.Env(
+        GDAL_CACHEMAX=GDAL_CACHE_MB,
+        GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
+        GDAL_VRT_ENABLE_PYTHON="NO",
+        **network,
+    )
+
+
+def _open(path: Path, remote: bool = False) -> Any:
     if not path.exists():
         raise NotFoundError(f"{path}: file not found")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once, in open_bands
-            return rasterio.open(path)
+            src = rasterio.open(path)
     except RasterioIOError as exc:
         raise InputError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
+    if not remote and src.driver in NETWORK_DRIVERS:
+        src.close()
+        raise InputError(
+            f"{path}: is a {src.driver} description, which reads over the network; pass --allow-remote"
+        )
+    return src
 
 
 CATEGORICAL_NAMES = {"scl", "qa", "qa_pixel", "qa_radsat", "fmask", "mask", "classification", "cloud_mask"}
@@ -74,11 +99,11 @@ class BandRef:
     categorical: bool | None = None
 
 
-def file_bands(paths: list[Path]) -> list[BandRef]:
+def file_bands(paths: list[Path], remote: bool = False) -> list[BandRef]:
     """Every band of every file, in order, named by the file's band descriptions."""
     refs: list[BandRef] = []
     for path in paths:
-        with gdal_env(), _open(path) as src:
+        with gdal_env(remote), _open(path, remote) as src:
             if src.count == 0 or src.width == 0 or src.height == 0:
                 raise InputError(
                     f"{path}: raster has no pixels (bands={src.count}, {src.height}x{src.width})"
@@ -102,9 +127,16 @@ class _WindowReader:
     """
 
     def __init__(
-        self, path: Path, bands: list[int], grid: Grid, warp: Resampling | None, dtype: np.dtype[Any]
+        self,
+        path: Path,
+        bands: list[int],
+        grid: Grid,
+        warp: Resampling | None,
+        dtype: np.dtype[Any],
+        remote: bool = False,
     ) -> None:
         self.path = path
+        self.remote = remote
         self.bands = bands
         self.grid = grid
         self.warp = warp
@@ -123,21 +155,22 @@ class _WindowReader:
         band_slice, rows, cols = key
         bands = self.bands[band_slice]
         window = Window.from_slices(rows, cols, height=self.grid.height, width=self.grid.width)
-        with gdal_env(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(self.path)
-        with src:
-            if self.warp is None:
-                return np.asarray(src.read(bands, window=window))
-            with WarpedVRT(
-                src,
-                crs=src.crs,
-                transform=self.grid.affine,
-                width=self.grid.width,
-                height=self.grid.height,
-                resampling=self.warp,
-            ) as vrt:
-                return np.asarray(vrt.read(bands, window=window))
+        with gdal_env(self.remote):  # GDAL may open a VRT's sources only when pixels are read
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(self.path)
+            with src:
+                if self.warp is None:
+                    return np.asarray(src.read(bands, window=window))
+                with WarpedVRT(
+                    src,
+                    crs=src.crs,
+                    transform=self.grid.affine,
+                    width=self.grid.width,
+                    height=self.grid.height,
+                    resampling=self.warp,
+                ) as vrt:
+                    return np.asarray(vrt.read(bands, window=window))
 
 
 def _chunk_edge(block: int, size: int) -> int:
@@ -160,18 +193,19 @@ def _reference_grid(grids: dict[Path, Grid], resolution_m: float | None) -> Grid
     return at_resolution(finest, resolution_m)
 
 
-def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> SourceImage:
+def open_bands(refs: list[BandRef], resolution_m: float | None = None, remote: bool = False) -> SourceImage:
     """Stack ``refs`` on one grid, lazily: the finest input's (or the card's resolution).
 
     Files on the reference grid (to tolerance) are read as they are; files that differ
     only in resolution are resampled on the fly (bilinear; nearest for categorical bands
-    such as Sentinel-2 SCL); anything else that does not line up is refused.
+    such as Sentinel-2 SCL); anything else that does not line up is refused. Without
+    ``remote``, GDAL reads no network resource (``NO_NETWORK``, ``NETWORK_DRIVERS``).
     """
     paths = list(dict.fromkeys(ref.path for ref in refs))
     grids: dict[Path, Grid] = {}
     meta: dict[Path, Any] = {}
     for path in paths:
-        with gdal_env(), _open(path) as src:
+        with gdal_env(remote), _open(path, remote) as src:
             grids[path] = _grid(src)
             meta[path] = {
                 "dtype": np.dtype(src.dtypes[0]),
@@ -210,7 +244,8 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
             _chunk_edge(block_rows, reference.height),
             _chunk_edge(block_cols, reference.width),
         )
-        reader = _WindowReader(path, [refs[p].index for p in positions], reference, warp, info["dtype"])
+        indices = [refs[p].index for p in positions]
+        reader = _WindowReader(path, indices, reference, warp, info["dtype"], remote)
         data = da.from_array(
             reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), info["dtype"])
         )
@@ -255,9 +290,9 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
     )
 
 
-def open_raster(paths: list[Path], resolution_m: float | None = None) -> SourceImage:
+def open_raster(paths: list[Path], resolution_m: float | None = None, remote: bool = False) -> SourceImage:
     """Stack the bands of ``paths`` (one multi-band file, or single-band files on one grid)."""
-    return open_bands(file_bands(paths), resolution_m)
+    return open_bands(file_bands(paths, remote), resolution_m, remote)
 
 
 def _profile(attrs: dict[str, Any], count: int, dtype: str, nodata: float | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pipeline.labels import labels_from_probabilities, stored_label_dtype
 from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
 from pipeline.prepare import Preparation, ValidMask
+from pipeline.references import check_inputs
 from pipeline.resample import model_shape, resample
 from pipeline.source import SourceImage
 from pipeline.stac import is_stac_item, item_bands
@@ -68,6 +69,7 @@ class SegmentOptions:
     stats: Path | None = None
     workdir: Path | None = None
     resume: bool = True
+    allow_remote: bool = False
 
 
 @dataclass
@@ -94,12 +96,17 @@ def open_volume(path: Path, series: str | None = None, modality: str | None = No
 
 
 def open_source(
-    inputs: list[Path], card: ModelCard, requested: list[str] | None, series: str | None = None
+    inputs: list[Path],
+    card: ModelCard,
+    requested: list[str] | None,
+    series: str | None = None,
+    allow_remote: bool = False,
 ) -> tuple[SourceImage, list[int]]:
     """The input as a lazy image, and which of its bands feed the card's channels, in order.
 
     NIfTI files are volumes; a ``.json`` file is a STAC Item (only the matched assets
-    are opened); anything else is read by GDAL as a raster.
+    are opened); anything else is read by GDAL as a raster. Unless ``allow_remote``,
+    the files a local input names are checked first (``pipeline.references``).
     """
     if not inputs:
         raise UsageError("no input given")
@@ -107,17 +114,24 @@ def open_source(
     if any(is_volume(path) for path in inputs):
         if len(inputs) != 1:
             raise UsageError(f"a volume is segmented on its own; got {len(inputs)} inputs")
+        if not allow_remote:
+            check_inputs(inputs)
         source = open_volume(inputs[0], series, card.inputs.modality)
         return source, select_bands(source.band_names, channels, requested, str(inputs[0]))
     if any(is_stac_item(path) for path in inputs):
         if len(inputs) != 1:
             raise UsageError(f"a STAC Item is segmented on its own; got {len(inputs)} inputs")
-        refs = item_bands(inputs[0])
+        refs = item_bands(inputs[0], allow_remote)
         names = [ref.name for ref in refs]
         picked = select_bands(names, channels, requested, str(inputs[0]), [ref.common_name for ref in refs])
-        source = open_bands([refs[i] for i in picked], card.inputs.resolution)
+        chosen = [refs[i] for i in picked]
+        if not allow_remote:
+            check_inputs([ref.path for ref in chosen], [inputs[0].absolute().parent])
+        source = open_bands(chosen, card.inputs.resolution, allow_remote)
         return source, list(range(len(picked)))
-    source = open_raster(inputs, card.inputs.resolution)
+    if not allow_remote:
+        check_inputs(inputs)
+    source = open_raster(inputs, card.inputs.resolution, allow_remote)
     bands = select_bands(source.band_names, channels, requested, str(inputs[0]), source.common_names)
     return source, bands
 
@@ -303,7 +317,7 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
-    source, bands = open_source(inputs, card, options.bands, options.series)
+    source, bands = open_source(inputs, card, options.bands, options.series, options.allow_remote)
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     _check_areas(paths, source, inputs)

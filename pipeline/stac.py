@@ -3,7 +3,8 @@
 Band names come from ``eo:bands`` (STAC 1.0) or ``bands`` (STAC 1.1), with their
 common names; ``raster:bands`` (or ``raster:scale``/``raster:offset``/``nodata`` on
 1.1 bands) give the scale, offset and nodata applied before the card's normalisation.
-Only raster assets are considered (GeoTIFF/COG/JP2/VRT media types or suffixes).
+Only raster assets are considered (GeoTIFF/COG/JP2/VRT media types or suffixes); their
+hrefs must be local files inside the item's folder unless remote access is allowed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pystac
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.geo import BandRef
+from pipeline.references import VSI, check_local
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-vrt")
@@ -26,11 +28,18 @@ def is_stac_item(path: Path) -> bool:
     return path.suffix.lower() == ".json"
 
 
-def _local_path(href: str, item_path: Path, key: str) -> Path:
+def _local_path(href: str, item_path: Path, key: str, allow_remote: bool) -> Path:
+    """The asset's file: without ``allow_remote``, a plain path inside the item's folder."""
     parsed = urlparse(href)
-    if parsed.scheme not in ("", "file"):
+    if parsed.scheme == "file":
+        href = parsed.path
+    elif parsed.scheme and not href.startswith(VSI):
         raise InputError(f"{item_path}: asset '{key}' is not a local file ({href}); download it first")
-    return Path(parsed.path if parsed.scheme == "file" else href)
+    if allow_remote:
+        return Path(href)
+    return check_local(
+        href, item_path.absolute().parent, [item_path.absolute().parent], item_path, f"asset '{key}'"
+    )
 
 
 def _is_raster(asset: pystac.Asset) -> bool:
@@ -71,8 +80,12 @@ def _band_entries(asset: pystac.Asset) -> list[dict[str, Any]]:
     return entries
 
 
-def item_bands(path: Path) -> list[BandRef]:
-    """Every band of every local raster asset of the STAC Item at ``path``."""
+def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
+    """Every band of every local raster asset of the STAC Item at ``path``.
+
+    Assets must lie in the item's folder (or below) unless ``allow_remote``; see
+    ``pipeline.references``.
+    """
     if not path.is_file():
         raise NotFoundError(f"{path}: file not found")
     try:
@@ -86,7 +99,7 @@ def item_bands(path: Path) -> list[BandRef]:
         if not _is_raster(asset):
             continue
         href = asset.get_absolute_href() or asset.href
-        local = _local_path(href, path, key)
+        local = _local_path(href, path, key, allow_remote)
         roles = set(asset.roles or [])
         categorical = True if roles & {"classification", "cloud", "snow-ice", "water-mask"} else None
         for index, band in enumerate(_band_entries(asset), start=1):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +164,37 @@ def threshold_card(folder: Path, threshold: float, dims: int = 2, channels: list
         patch_size=patch,
         inputs={"channels": channels or ["b1"], "normalization": "none"},
     )
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers 404 to everything and records each request line on its server."""
+
+    def _record(self) -> None:
+        self.server.requests.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
+        self.send_response(404)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self._record()
+
+    def do_HEAD(self) -> None:
+        self._record()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the recorded list is what tests read."""
+
+
+@contextlib.contextmanager
+def recording_http_server() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server on a free port: yields its base URL and the requests it received."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    requests: list[str] = []
+    server.requests = requests  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -12,6 +12,7 @@ fields, then what the bundle's configs state, then the card schema's defaults.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
@@ -36,6 +37,11 @@ from unet.networks import allowed_names, canonical_network
 log = logging.getLogger(__name__)
 
 CARDS_DIR = Path(__file__).parent / "cards"
+# ``weights_package`` names a package that ships weights: one that declares itself in this
+# entry-point group (``[project.entry-points."segpipe.weights"] name = "name"``; the entry
+# point is never loaded), or one of the packages the bundled cards use, which predate it.
+WEIGHTS_GROUP = "segpipe.weights"
+WEIGHT_PACKAGES = frozenset({"deepbet", "ukis_csmask"})
 
 Activation = Literal["softmax", "sigmoid", "none"]
 Format = Literal["torchscript", "onnx", "monai", "monai-bundle"]
@@ -236,10 +242,11 @@ class ModelCard(_Strict):
     description: str = ""
     spatial_dims: Literal[2, 3]
     format: Format
-    weights: Path
     weights_package: str | None = Field(
-        default=None, description="an installed Python package whose folder holds `weights`"
+        default=None,
+        description=f"an installed package whose folder holds `weights` (entry point group {WEIGHTS_GROUP})",
     )
+    weights: Path
     recipe: Literal["deepbet", "ukis-csmask"] | None = Field(
         default=None,
         description="a registered inference recipe (unet/recipes.py) instead of a sliding window",
@@ -258,6 +265,30 @@ class ModelCard(_Strict):
     network: NetworkSpec | None = Field(default=None, validate_default=True)
 
     _card_path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("weights_package")
+    @classmethod
+    def _weight_provider(cls, value: str | None) -> str | None:
+        if value is None or value in WEIGHT_PACKAGES:
+            return value
+        declared = {entry.name for entry in importlib.metadata.entry_points(group=WEIGHTS_GROUP)}
+        if value not in declared:
+            known = ", ".join(sorted(WEIGHT_PACKAGES | declared))
+            raise ValueError(
+                f"'{value}' is not a segpipe weight provider (one of {known}, or a package that declares "
+                f"an entry point in group '{WEIGHTS_GROUP}')"
+            )
+        return value
+
+    @field_validator("weights", "recipe_weights")
+    @classmethod
+    def _inside_package(cls, value: Path | dict[str, Path], info: ValidationInfo) -> Path | dict[str, Path]:
+        if info.data.get("weights_package") is None:
+            return value
+        for path in value.values() if isinstance(value, dict) else [value]:
+            if path.is_absolute():
+                raise ValueError(f"must be relative to the weights_package's folder, got '{path}'")
+        return value
 
     @field_validator("weights")
     @classmethod
@@ -342,16 +373,28 @@ class ModelCard(_Strict):
         return self.resolve(self.weights)
 
     def resolve(self, weights: Path) -> Path:
-        """``weights`` (the card's or a recipe's) against the package or the card's folder."""
+        """``weights`` (the card's or a recipe's) against the package or the card's folder.
+
+        A package's weights must lie in its folder or be files its distribution installed
+        (deepbet installs its networks beside the package, reached with ``..``).
+        """
         if self.weights_package is not None:
+            where = self._card_path or f"card '{self.name}'"
             spec = importlib.util.find_spec(self.weights_package)
             if spec is None or not spec.submodule_search_locations:
-                where = self._card_path or f"card '{self.name}'"
                 raise NotFoundError(
                     f"{where}: field 'weights_package': package '{self.weights_package}' is not installed "
                     "(pip install 'segpipe[models]')"
                 )
-            return Path(next(iter(spec.submodule_search_locations))) / weights
+            folder = Path(next(iter(spec.submodule_search_locations)))
+            path = folder / weights
+            resolved = path.resolve()
+            if not resolved.is_relative_to(folder.resolve()) and resolved not in _installed(folder):
+                raise CardError(
+                    f"{where}: field 'weights': '{weights}' leaves the folder of package "
+                    f"'{self.weights_package}' and is no file that package installed"
+                )
+            return path
         if weights.is_absolute() or self._card_path is None:
             return weights
         return self._card_path.parent / weights
@@ -368,6 +411,15 @@ class ModelCard(_Strict):
     def output_channels(self) -> int:
         """Channels the network emits: one per class, or per non-background class for sigmoid."""
         return len(self.classes) - 1 if self.activation == "sigmoid" else len(self.classes)
+
+
+def _installed(folder: Path) -> set[Path]:
+    """Every file installed by the distribution that provides the package in ``folder``."""
+    files: set[Path] = set()
+    for names in importlib.metadata.packages_distributions().get(folder.name, []):
+        for record in importlib.metadata.distribution(names).files or []:
+            files.add(Path(str(record.locate())).resolve())
+    return files
 
 
 def bundled_cards() -> dict[str, Path]:

@@ -9,6 +9,7 @@ from flows.cases import find_cases
 from flows.scenes import find_scenes, scene_inputs, scene_name, settled
 from pipeline.errors import InputError, NotFoundError, UsageError
 from tests.flows import builders
+from tests.helpers import recording_http_server
 
 
 def test_scene_name_is_the_sanitised_stem(tmp_path: Path) -> None:
@@ -96,3 +97,70 @@ def test_archive_must_be_a_folder(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a folder"):
         find_cases(tmp_path / "file")
+
+
+def test_archive_links_leaving_the_archive_are_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere = builders.volume(tmp_path / "elsewhere" / "secret.nii.gz")
+    root = tmp_path / "archive"
+    root.mkdir()
+    builders.volume(root / "case-01.nii.gz")
+    (root / "linked-out.nii.gz").symlink_to(elsewhere)
+    (root / "linked-in.nii.gz").symlink_to(root / "case-01.nii.gz")
+    with caplog.at_level("WARNING", logger="flows.cases"):
+        cases, ignored = find_cases(root)
+    assert [c.name for c in cases] == ["case-01", "linked-in"]
+    assert ignored == ["linked-out.nii.gz"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("linked-out.nii.gz: skipped, a link that leaves the archive")
+    assert "elsewhere" not in warning
+    cases, ignored = find_cases(root, follow_symlinks=True)
+    assert [c.name for c in cases] == ["case-01", "linked-in", "linked-out"]
+    assert ignored == []
+
+
+def test_inbox_links_leaving_the_inbox_are_skipped_unless_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outside = builders.scene(tmp_path / "elsewhere", "private")
+    inbox = tmp_path / "inbox"
+    builders.scene(inbox, "a")
+    (inbox / "linked.tif").symlink_to(outside)
+    with caplog.at_level("WARNING", logger="flows.scenes"):
+        assert [s.name for s in find_scenes(inbox)] == ["a"]
+    assert "linked.tif: skipped, a link that leaves the inbox" in caplog.text
+    assert [s.name for s in find_scenes(inbox, follow_symlinks=True)] == ["a", "private"]
+
+
+def _catalog_with_child(inbox: Path, href: str) -> Path:
+    inbox.mkdir(parents=True, exist_ok=True)
+    catalog = {
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": "inbox",
+        "description": "inbox",
+        "links": [{"rel": "child", "href": href, "type": "application/json"}],
+    }
+    path = inbox / "catalog.json"
+    path.write_text(json.dumps(catalog))
+    return path
+
+
+def test_a_catalog_in_the_inbox_never_fetches_its_remote_links(tmp_path: Path) -> None:
+    with recording_http_server() as (url, requests):
+        catalog = _catalog_with_child(tmp_path / "inbox", f"{url}/child/catalog.json")
+        with pytest.raises(InputError, match=r"catalog link .* is not a local file"):
+            find_scenes(catalog)
+        with pytest.raises(InputError, match=r"catalog link .* is not a local file"):
+            find_scenes(catalog.parent)
+    assert requests == []
+
+
+def test_a_catalog_links_only_inside_the_inbox(tmp_path: Path) -> None:
+    builders.stac_catalog(tmp_path / "elsewhere", "PRIVATE")
+    catalog = _catalog_with_child(tmp_path / "inbox", "../elsewhere/catalog.json")
+    with pytest.raises(InputError, match="lies outside the input's folder"):
+        find_scenes(catalog)
+    assert [s.name for s in find_scenes(catalog, allow_remote=True)] == ["PRIVATE"]

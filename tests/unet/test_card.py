@@ -12,6 +12,8 @@ from pipeline.errors import CardError, NotFoundError
 from tests.helpers import write_card
 from unet.card import LinearNormalization, WindowNormalization, bundled_cards, load_card
 
+WEIGHTS_GROUP = "segpipe.weights"  # the documented entry-point group
+
 ISSUE_EXAMPLE = """
 name: random-unet-3d
 spatial_dims: 3
@@ -122,7 +124,8 @@ def test_bundled_cards_validate_and_ship_their_weights(name: str) -> None:
     assert card.weights_path.is_file()
 
 
-def test_package_weights_need_their_package(tmp_path: Path) -> None:
+def test_package_weights_need_their_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("unet.card.WEIGHT_PACKAGES", frozenset({"no_such_pkg_xyz"}))
     card = load_card(
         write_card(tmp_path, weights="model.onnx", format="onnx", weights_package="no_such_pkg_xyz")
     )
@@ -252,3 +255,59 @@ def test_models_show_prints_the_format_and_the_weights(
     shown = "".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert f"format:{form}" in shown
     assert f"weights:{tmp_path.resolve() / weights}" in shown
+
+
+def test_weights_package_must_be_a_declared_weight_provider(tmp_path: Path) -> None:
+    # 'email' is importable and has a folder, but ships no weights
+    _assert_card_error(
+        tmp_path,
+        {"format": "onnx", "weights": "m.onnx", "weights_package": "email"},
+        "weights_package",
+        f"'email' is not a segpipe weight provider (one of deepbet, ukis_csmask, or a package that "
+        f"declares an entry point in group '{WEIGHTS_GROUP}')",
+    )
+
+
+def _provider(site: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An installed distribution ``weightpkg`` that declares the entry point; it ships
+    ``weightpkg/w.onnx`` and, beside the package, ``shared/x.onnx``."""
+    folder = site / "weightpkg"
+    (site / "shared").mkdir(parents=True)
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    for path in (folder / "w.onnx", site / "shared" / "x.onnx", site / "secret.onnx"):
+        path.write_bytes(b"onnx")
+    info = site / "weightpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: weightpkg\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{WEIGHTS_GROUP}]\nweightpkg = weightpkg\n")
+    (info / "top_level.txt").write_text("weightpkg\n")
+    (info / "RECORD").write_text("weightpkg/__init__.py,,\nweightpkg/w.onnx,,\nshared/x.onnx,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    return folder
+
+
+def test_a_declared_provider_serves_only_its_own_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _provider(tmp_path / "site", monkeypatch)
+    cards = tmp_path / "cards"
+    cards.mkdir()
+
+    def card_for(weights: str) -> Path:
+        return write_card(cards, format="onnx", weights=weights, weights_package="weightpkg")
+
+    assert load_card(card_for("w.onnx")).weights_path == folder / "w.onnx"
+    assert load_card(card_for("../shared/x.onnx")).weights_path.resolve() == tmp_path / "site/shared/x.onnx"
+    card = load_card(card_for("../secret.onnx"))
+    with pytest.raises(CardError) as excinfo:
+        _ = card.weights_path
+    assert str(excinfo.value).startswith(
+        f"{card.card_path}: field 'weights': '../secret.onnx' leaves the folder"
+    )
+    _assert_card_error(
+        cards,
+        {"format": "onnx", "weights": str(tmp_path / "secret.onnx"), "weights_package": "weightpkg"},
+        "weights",
+        "must be relative to the weights_package's folder",
+    )
