@@ -146,10 +146,6 @@ def test_no_name_or_tag_marker_outside_the_mapping(pseudonymised_run: Run) -> No
     assert "case-" in texts["artifacts"]  # ...and its artifacts, named by ID
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/dicom.py logs the chosen series' SeriesDescription (to be removed there)",
-)
 def test_no_series_description_outside_the_seg(pseudonymised_run: Run) -> None:
     assert _found(pseudonymised_run.texts, [SERIES_DESCRIPTION], skip_seg=True) == []
 
