@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from typer.exceptions import TyperException
 
 from pipeline.errors import SegpipeError, UsageError
+from pipeline.limits import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(
     add_completion=False,
@@ -47,6 +48,8 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     )
     for noisy in ("distributed", "asyncio", "numcodecs", "rasterio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # GDAL's complaints about a damaged file come before segpipe's one-line error about it
+    logging.getLogger("rasterio._env").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -117,6 +120,10 @@ def segment(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Start clean even if the workdir matches.")
     ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option("--max-pixels", help="Refuse inputs that declare more pixels/voxels (0: no limit)."),
+    ] = DEFAULT_MAX_PIXELS,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -143,6 +150,7 @@ def segment(
         stats=stats,
         workdir=workdir,
         resume=not no_resume,
+        max_pixels=max_pixels,
     )
     result = _with_progress(
         "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from pipeline.errors import InputError, NotFoundError
 from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
 from pipeline.labels import stored_label_dtype
+from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_raster
 from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
@@ -160,8 +161,13 @@ def _reference_grid(grids: dict[Path, Grid], resolution_m: float | None) -> Grid
     return at_resolution(finest, resolution_m)
 
 
-def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> SourceImage:
+def open_bands(
+    refs: list[BandRef], resolution_m: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> SourceImage:
     """Stack ``refs`` on one grid, lazily: the finest input's (or the card's resolution).
+
+    Each file's declared size, block size and (TIFF) block offsets are checked first, and
+    the reference grid against ``max_pixels``.
 
     Files on the reference grid (to tolerance) are read as they are; files that differ
     only in resolution are resampled on the fly (bilinear; nearest for categorical bands
@@ -172,6 +178,7 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
     meta: dict[Path, Any] = {}
     for path in paths:
         with gdal_env(), _open(path) as src:
+            check_raster(path, src, max_pixels)
             grids[path] = _grid(src)
             meta[path] = {
                 "dtype": np.dtype(src.dtypes[0]),
@@ -183,6 +190,7 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
             }
     reference = _reference_grid(grids, resolution_m)
     first = paths[0]
+    check_declared_size(first, (reference.height, reference.width), max_pixels, what="on the common grid is")
     warps: list[Resampling | None] = []
     for ref in refs:
         grid = grids[ref.path]
@@ -255,9 +263,11 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None) -> Source
     )
 
 
-def open_raster(paths: list[Path], resolution_m: float | None = None) -> SourceImage:
+def open_raster(
+    paths: list[Path], resolution_m: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> SourceImage:
     """Stack the bands of ``paths`` (one multi-band file, or single-band files on one grid)."""
-    return open_bands(file_bands(paths), resolution_m)
+    return open_bands(file_bands(paths), resolution_m, max_pixels)
 
 
 def _profile(attrs: dict[str, Any], count: int, dtype: str, nodata: float | None) -> dict[str, Any]:
