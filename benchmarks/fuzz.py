@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--memory-mb", type=int, default=2048, help="address space per worker above its base")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case before it is a hang")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case before it is a hang")
     parser.add_argument("--no-real", action="store_true", help="tiny generated seeds only")
     args = parser.parse_args()
 

@@ -48,8 +48,9 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     )
     for noisy in ("distributed", "asyncio", "numcodecs", "rasterio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    # GDAL's complaints about a damaged file come before segpipe's one-line error about it
+    # GDAL's and nibabel's complaints about a damaged file come before segpipe's one-line error about it
     logging.getLogger("rasterio._env").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    logging.getLogger("nibabel").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:

@@ -125,7 +125,7 @@ def _read_header(path: Path) -> tuple[Dataset, bool] | None:
             at = handle.tell()
             has_pixels = handle.read(4) in _PIXEL_TAGS
             if has_pixels:
-                check_dicom_pixels(path, ds, handle, at)  # outside the except below: a refusal
+                check_dicom_pixels(path, ds, handle, at)  # its InputError is a refusal, re-raised below
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         if isinstance(exc, InputError):
             raise
