@@ -51,14 +51,6 @@ def dims(shape: Sequence[int]) -> str:
     return "x".join(str(int(n)) for n in shape)
 
 
-def _bytes(count: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if count < 1024 or unit == "TB":
-            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
-
-
 def check_declared_size(
     path: Path | str, shape: Sequence[int], max_pixels: int, unit: str = "pixels", what: str = "declares"
 ) -> None:
@@ -77,8 +69,8 @@ def check_holds(path: Path | str, declared: str, needed: int, held: int) -> None
     """Refuse when the header needs ``needed`` bytes but only ``held`` are there."""
     if held < needed:
         raise DeclaredSizeError(
-            f"{path}: header declares {declared} ({_bytes(needed)}), but the file holds only "
-            f"{_bytes(max(held, 0))} (truncated, or a lying header)"
+            f"{path}: header declares {declared} ({needed:,} bytes), but the file holds only "
+            f"{max(held, 0):,} bytes (truncated, or a lying header)"
         )
 
 
@@ -124,13 +116,17 @@ def stream_holds(path: Path, declared: str, needed: int, kind: Compression = "gz
     check_holds(path, declared, needed, total)
 
 
-def check_nifti(path: Path, header: Any, max_pixels: int) -> None:
-    """The NIfTI header's shape against the limit, then its data bytes against the file."""
-    shape = tuple(int(n) for n in header.get_data_shape())
+def check_nifti(path: Path, proxy: Any, max_pixels: int) -> None:
+    """The shape nibabel's array proxy will read against the limit, then its bytes against the file.
+
+    The proxy's offset, not the header's: nibabel may read from another offset than the
+    (repaired) header it reports.
+    """
+    shape = tuple(int(n) for n in proxy.shape)
     check_declared_size(path, shape, max_pixels, "voxels")
-    dtype = header.get_data_dtype()
-    needed = int(header.get_data_offset()) + math.prod(shape) * dtype.itemsize
-    declared = f"{dims(shape)} {dtype.name} voxels at offset {int(header.get_data_offset())}"
+    dtype = proxy.dtype
+    needed = int(proxy.offset) + math.prod(shape) * dtype.itemsize
+    declared = f"{dims(shape)} {dtype.name} voxels at offset {int(proxy.offset)}"
     if path.name.lower().endswith(".gz"):
         stream_holds(path, declared, needed)
     else:

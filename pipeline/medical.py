@@ -61,7 +61,7 @@ def _load(path: Path) -> Any:
                 raise InputError(f"{path}: not a NIfTI-1/2 image")
             dtype = image.header.get_data_dtype()
             image.header.get_slope_inter()
-    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError) as exc:
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
         if isinstance(exc, InputError):
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -76,6 +76,8 @@ def _orientation(path: Path, affine: np.ndarray) -> np.ndarray:
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(f"{path}: voxel-to-world affine is not finite and invertible: {affine[:3].tolist()}")
     ornt: np.ndarray = io_orientation(affine)
+    if np.isnan(ornt).any():  # an axis nibabel cannot tell apart from the others (e.g. a 1e20 shear)
+        raise InputError(f"{path}: affine has no clear axis orientation: {affine[:3].tolist()}")
     return ornt
 
 
@@ -103,7 +105,7 @@ def open_nifti(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
     The declared shape is checked against ``max_pixels`` and the file's bytes first.
     """
     image = _load(path)
-    check_nifti(path, image.header, max_pixels)
+    check_nifti(path, image.dataobj, max_pixels)
     shape = tuple(int(n) for n in image.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
