@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.limits import DEFAULT_MAX_PIXELS
 from pipeline.segment import SegmentOptions
 
 
@@ -25,6 +26,9 @@ class InferenceOptions(BaseModel):
     patch_size: list[int] | None = Field(None, description="N, or one N per axis; default from the card")
     overlap: float | None = Field(None, ge=0.0, lt=1.0, description="Default from the card")
     bands: list[str] | None = Field(None, description="Bands for the card's channels (names or 1-based)")
+    max_pixels: int = Field(
+        DEFAULT_MAX_PIXELS, ge=0, description="Refuse inputs that declare more pixels/voxels (0: no limit)"
+    )
 
     def segment_options(
         self,
@@ -56,6 +60,7 @@ class InferenceOptions(BaseModel):
             workdir=workdir,
             resume=True,
             allow_remote=allow_remote,
+            max_pixels=self.max_pixels,
         )
 
 

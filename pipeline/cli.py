@@ -19,6 +19,7 @@ from typer.exceptions import TyperException
 
 from pipeline import logsafe
 from pipeline.errors import SegpipeError, UsageError
+from pipeline.limits import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(
     add_completion=False,
@@ -49,6 +50,9 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     )
     for noisy in ("distributed", "asyncio", "numcodecs", "rasterio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # GDAL's and nibabel's complaints about a damaged file come before segpipe's one-line error about it
+    logging.getLogger("rasterio._env").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    logging.getLogger("nibabel").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -126,6 +130,10 @@ def segment(
             help="Let files named inside the input (VRT sources, STAC assets) be remote or elsewhere.",
         ),
     ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option("--max-pixels", help="Refuse inputs that declare more pixels/voxels (0: no limit)."),
+    ] = DEFAULT_MAX_PIXELS,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -153,6 +161,7 @@ def segment(
         workdir=workdir,
         resume=not no_resume,
         allow_remote=allow_remote,
+        max_pixels=max_pixels,
     )
     result = _with_progress(
         "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)

@@ -38,6 +38,7 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pipeline.errors import InputError, NotFoundError, UsageError
+from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_dicom_pixels
 from pipeline.orientation import to_ras
 from pipeline.source import SourceImage
 
@@ -148,8 +149,13 @@ def _read_header(path: Path) -> tuple[Dataset, bool] | None:
         with path.open("rb") as handle:
             ds = dcmread(handle, stop_before_pixels=True)
             # The reader stops with the file positioned at the pixel data tag, if there is one.
+            at = handle.tell()
             has_pixels = handle.read(4) in _PIXEL_TAGS
+            if has_pixels:
+                check_dicom_pixels(path, ds, handle, at)  # its InputError is a refusal, re-raised below
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
         logger.debug("%s: not read as DICOM (%s)", path, exc)
         return None
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
@@ -637,10 +643,16 @@ def _lazy_volume(series: DicomSeries) -> da.Array:
     return volume
 
 
-def open_dicom(folder: Path, series_uid: str | None = None, modality: str | None = None) -> SourceImage:
+def open_dicom(
+    folder: Path,
+    series_uid: str | None = None,
+    modality: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SourceImage:
     """One series under ``folder`` as a single-channel float32 volume ``(1, I, J, K)`` in RAS voxel order."""
     series, refused = scan_series(folder)
     chosen = select_series(series, folder, series_uid, modality, refused=refused)
+    check_declared_size(f"{folder}: series {chosen.series_uid}", chosen.shape, max_pixels, "voxels")
     ornt: np.ndarray = io_orientation(chosen.affine)  # type: ignore[no-untyped-call]
     data = to_ras(_lazy_volume(chosen), ornt)
     attrs = {

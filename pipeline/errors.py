@@ -15,6 +15,10 @@ class InputError(SegpipeError, ValueError):
     """An input file (image, volume, card) exists but cannot be used as given."""
 
 
+class DeclaredSizeError(InputError):
+    """A header declares more than the file holds, or more pixels/voxels than ``--max-pixels`` allows."""
+
+
 class NotFoundError(SegpipeError, FileNotFoundError):
     """A file, bundled card or weight file does not exist."""
 

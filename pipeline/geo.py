@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from pipeline.errors import InputError, NotFoundError
 from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
 from pipeline.labels import stored_label_dtype
+from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_raster
 from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
@@ -193,8 +194,16 @@ def _reference_grid(grids: dict[Path, Grid], resolution_m: float | None) -> Grid
     return at_resolution(finest, resolution_m)
 
 
-def open_bands(refs: list[BandRef], resolution_m: float | None = None, remote: bool = False) -> SourceImage:
+def open_bands(
+    refs: list[BandRef],
+    resolution_m: float | None = None,
+    remote: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SourceImage:
     """Stack ``refs`` on one grid, lazily: the finest input's (or the card's resolution).
+
+    Each file's declared size, block size and (TIFF) block offsets are checked first, and
+    the reference grid against ``max_pixels``.
 
     Files on the reference grid (to tolerance) are read as they are; files that differ
     only in resolution are resampled on the fly (bilinear; nearest for categorical bands
@@ -206,6 +215,7 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None, remote: b
     meta: dict[Path, Any] = {}
     for path in paths:
         with gdal_env(remote), _open(path, remote) as src:
+            check_raster(path, src, max_pixels)
             grids[path] = _grid(src)
             meta[path] = {
                 "dtype": np.dtype(src.dtypes[0]),
@@ -217,6 +227,7 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None, remote: b
             }
     reference = _reference_grid(grids, resolution_m)
     first = paths[0]
+    check_declared_size(first, (reference.height, reference.width), max_pixels, what="on the common grid is")
     warps: list[Resampling | None] = []
     for ref in refs:
         grid = grids[ref.path]
@@ -290,9 +301,14 @@ def open_bands(refs: list[BandRef], resolution_m: float | None = None, remote: b
     )
 
 
-def open_raster(paths: list[Path], resolution_m: float | None = None, remote: bool = False) -> SourceImage:
+def open_raster(
+    paths: list[Path],
+    resolution_m: float | None = None,
+    remote: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> SourceImage:
     """Stack the bands of ``paths`` (one multi-band file, or single-band files on one grid)."""
-    return open_bands(file_bands(paths, remote), resolution_m, remote)
+    return open_bands(file_bands(paths, remote), resolution_m, remote, max_pixels)
 
 
 def _profile(attrs: dict[str, Any], count: int, dtype: str, nodata: float | None) -> dict[str, Any]:

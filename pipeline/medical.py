@@ -23,9 +23,12 @@ import dask.array as da
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.imageglobals import LoggingOutputSuppressor
 from nibabel.orientations import io_orientation
+from nibabel.spatialimages import HeaderDataError
 
 from pipeline.errors import InputError, NotFoundError
+from pipeline.limits import DEFAULT_MAX_PIXELS, check_nifti, check_nrrd
 from pipeline.orientation import from_ras, ras_region, to_ras
 from pipeline.prepare import ValidMask
 from pipeline.source import SourceImage
@@ -58,12 +61,30 @@ def _load(path: Path) -> Any:
     if not path.exists():
         raise NotFoundError(f"{path}: file not found")
     try:
-        image = nib.load(path)
-    except (ImageFileError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable NIfTI file ({str(exc).splitlines()[0]})") from None
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise InputError(f"{path}: not a NIfTI-1/2 image")
+        with LoggingOutputSuppressor():  # nibabel prints header fixes itself; the refusal says what is wrong
+            image = nib.load(path)
+            if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+                raise InputError(f"{path}: not a NIfTI-1/2 image")
+            dtype = image.header.get_data_dtype()
+            image.header.get_slope_inter()
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
+        if isinstance(exc, InputError):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable NIfTI file ({reason})") from None
+    if dtype.kind not in "biuf":
+        raise InputError(f"{path}: voxels of type {dtype} are not real numbers")
     return image
+
+
+def _orientation(path: Path, affine: np.ndarray) -> np.ndarray:
+    """The affine's closest axis orientation; a non-finite or singular affine is refused."""
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path}: voxel-to-world affine is not finite and invertible: {affine[:3].tolist()}")
+    ornt: np.ndarray = io_orientation(affine)
+    if np.isnan(ornt).any():  # an axis nibabel cannot tell apart from the others (e.g. a 1e20 shear)
+        raise InputError(f"{path}: affine has no clear axis orientation: {affine[:3].tolist()}")
+    return ornt
 
 
 class _CheckedProxy:
@@ -84,9 +105,13 @@ class _CheckedProxy:
             raise InputError(f"{self.path}: cannot read voxels (truncated or corrupt?): {reason}") from None
 
 
-def open_nifti(path: Path) -> SourceImage:
-    """A single-channel float32 volume ``(1, I, J, K)`` in RAS voxel order; NaN/inf voxels are invalid."""
+def open_nifti(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
+    """A single-channel float32 volume ``(1, I, J, K)`` in RAS voxel order; NaN/inf voxels are invalid.
+
+    The declared shape is checked against ``max_pixels`` and the file's bytes first.
+    """
     image = _load(path)
+    check_nifti(path, image.dataobj, max_pixels)
     shape = tuple(int(n) for n in image.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -94,7 +119,7 @@ def open_nifti(path: Path) -> SourceImage:
         raise InputError(f"{path}: expected a 3-D volume, got shape {shape}")
     if 0 in shape:
         raise InputError(f"{path}: volume has a zero-sized axis, shape {shape}")
-    ornt = io_orientation(image.affine)
+    ornt = _orientation(path, image.affine)
     proxy = _CheckedProxy(image.dataobj, path)
     slab = min(SLAB, shape[2])
     data = da.from_array(
@@ -173,15 +198,23 @@ def is_nrrd(path: Path) -> bool:
     return path.name.lower().endswith((".nrrd", ".nhdr"))
 
 
-def open_nrrd(path: Path) -> SourceImage:
-    """A scalar 3-D NRRD as a float32 volume in RAS voxel order (read whole: NRRD has no chunks)."""
+def open_nrrd(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
+    """A scalar 3-D NRRD as a float32 volume in RAS voxel order (read whole: NRRD has no chunks).
+
+    It is read only once its declared size is within ``max_pixels`` and the file holds it.
+    """
     import nrrd  # pynrrd: only needed for this format
 
     if not path.exists():
         raise NotFoundError(f"{path}: file not found")
     try:
-        data, header = nrrd.read(str(path))
+        with path.open("rb") as handle:
+            header = nrrd.read_header(handle)
+            check_nrrd(path, header, handle, max_pixels)
+            data = nrrd.read_data(header, handle, str(path))
     except (nrrd.NRRDError, OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise InputError(f"{path}: not a readable NRRD file ({str(exc).splitlines()[0]})") from None
     if data.ndim != 3 or 0 in data.shape:
         raise InputError(f"{path}: expected a scalar 3-D volume, got shape {data.shape}")
@@ -195,7 +228,7 @@ def open_nrrd(path: Path) -> SourceImage:
     affine = np.eye(4)
     affine[:3, :3] = space_to_ras @ np.asarray(directions, dtype=float).T
     affine[:3, 3] = space_to_ras @ np.asarray(header.get("space origin", [0.0, 0.0, 0.0]), dtype=float)
-    ornt = io_orientation(affine)
+    ornt = _orientation(path, affine)
     volume = da.from_array(np.asarray(data, dtype=np.float32), chunks=(-1, -1, min(SLAB, data.shape[2])))
     attrs = {
         "source_format": "nrrd",

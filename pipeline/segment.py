@@ -30,6 +30,7 @@ from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
 from pipeline.labels import labels_from_probabilities, stored_label_dtype
+from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size
 from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
 from pipeline.prepare import Preparation, ValidMask
@@ -70,6 +71,7 @@ class SegmentOptions:
     workdir: Path | None = None
     resume: bool = True
     allow_remote: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS  # declared pixels/voxels allowed; 0: no limit
 
 
 @dataclass
@@ -87,12 +89,14 @@ def is_volume(path: Path) -> bool:
     return is_nifti(path) or is_nrrd(path) or path.is_dir()
 
 
-def open_volume(path: Path, series: str | None = None, modality: str | None = None) -> SourceImage:
+def open_volume(
+    path: Path, series: str | None = None, modality: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> SourceImage:
     if is_nifti(path):
-        return open_nifti(path)
+        return open_nifti(path, max_pixels)
     if is_nrrd(path):
-        return open_nrrd(path)
-    return open_dicom(path, series, modality)
+        return open_nrrd(path, max_pixels)
+    return open_dicom(path, series, modality, max_pixels)
 
 
 def open_source(
@@ -101,6 +105,7 @@ def open_source(
     requested: list[str] | None,
     series: str | None = None,
     allow_remote: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[SourceImage, list[int]]:
     """The input as a lazy image, and which of its bands feed the card's channels, in order.
 
@@ -116,7 +121,7 @@ def open_source(
             raise UsageError(f"a volume is segmented on its own; got {len(inputs)} inputs")
         if not allow_remote:
             check_inputs(inputs)
-        source = open_volume(inputs[0], series, card.inputs.modality)
+        source = open_volume(inputs[0], series, card.inputs.modality, max_pixels)
         return source, select_bands(source.band_names, channels, requested, str(inputs[0]))
     if any(is_stac_item(path) for path in inputs):
         if len(inputs) != 1:
@@ -127,11 +132,11 @@ def open_source(
         chosen = [refs[i] for i in picked]
         if not allow_remote:
             check_inputs([ref.path for ref in chosen], [inputs[0].absolute().parent])
-        source = open_bands(chosen, card.inputs.resolution, allow_remote)
+        source = open_bands(chosen, card.inputs.resolution, allow_remote, max_pixels)
         return source, list(range(len(picked)))
     if not allow_remote:
         check_inputs(inputs)
-    source = open_raster(inputs, card.inputs.resolution, allow_remote)
+    source = open_raster(inputs, card.inputs.resolution, allow_remote, max_pixels)
     bands = select_bands(source.band_names, channels, requested, str(inputs[0]), source.common_names)
     return source, bands
 
@@ -217,6 +222,21 @@ def _patch_size(card: ModelCard, requested: tuple[int, ...] | None) -> tuple[int
             f"got {','.join(map(str, requested))}"
         )
     return requested
+
+
+def _check_work_size(
+    path: Path,
+    spatial: tuple[int, ...],
+    grid: tuple[int, ...] | None,
+    patch: tuple[int, ...],
+    max_pixels: int,
+) -> None:
+    """What the engine and the resampling allocate for grows with the model grid padded to the patch:
+    a 1 x 10^9 raster is a 256 x 10^9 band of rows. Both are held to the same limit as the input."""
+    if grid is not None:
+        check_declared_size(path, grid, max_pixels, what="resampled to the card's spacing is")
+    padded = tuple(max(n, p) for n, p in zip(grid or spatial, patch, strict=True))
+    check_declared_size(path, padded, max_pixels, what="padded to the patch size is")
 
 
 def ras_spacing(source: SourceImage) -> tuple[float, float, float]:
@@ -317,7 +337,11 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
-    source, bands = open_source(inputs, card, options.bands, options.series, options.allow_remote)
+    if options.max_pixels < 0:
+        raise UsageError(f"--max-pixels must be >= 0 (0 for no limit), got {options.max_pixels}")
+    source, bands = open_source(
+        inputs, card, options.bands, options.series, options.allow_remote, options.max_pixels
+    )
     paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     _check_areas(paths, source, inputs)
@@ -327,8 +351,12 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
         log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", inputs[0])
     grid_shape = None
     if source.kind == "volume" and card.inputs.spacing is not None:
-        grid_shape = model_shape(source.spatial_shape, ras_spacing(source), card.inputs.spacing)
+        spacing = ras_spacing(source)
+        if not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise InputError(f"{inputs[0]}: voxel spacing {list(spacing)} mm is not finite and positive")
+        grid_shape = model_shape(source.spatial_shape, spacing, card.inputs.spacing)
     patch = _patch_size(card, options.patch_size)
+    _check_work_size(inputs[0], source.spatial_shape, grid_shape, patch, options.max_pixels)
     overlap = card.overlap if options.overlap is None else options.overlap
     if not 0.0 <= overlap < 1.0:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")
