@@ -30,7 +30,6 @@ from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.options import InferenceOptions
-from flows.quicklook import volume_quicklook
 from flows.reports import (
     RunProgress,
     archive_markdown,
@@ -44,6 +43,7 @@ from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline import segment as stages
 from pipeline.devices import resolve_device
 from pipeline.errors import InputError, SegpipeError
+from pipeline.quicklook import workdir_quicklook
 from unet.card import load_card
 
 REPORT = "scan-archive-report.json"
@@ -107,13 +107,15 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
         except InputError:
             layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
             raise
-        png = volume_quicklook(workdir)
+        png = workdir_quicklook(workdir, None, model.classes, statistics, f"{case.name}: {model.name}")
         quicklook = layout.output(out, case.name, ".quicklook.png")
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
         temporary.replace(quicklook)
         publish_image(
-            artifact_key("scan", case.name, "quicklook"), png, f"{case.name}: mask over the middle slice"
+            artifact_key("scan", case.name, "quicklook"),
+            png,
+            f"{case.name}: three slices through the mask, volumes",
         )
         result = CaseResult(
             name=case.name,
