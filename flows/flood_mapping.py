@@ -246,4 +246,6 @@ def flood_mapping(
             flow_run_id=str(flow_run.id or ""),
         )
         quicklook = layout.output(out, name, ".quicklook.png")
-        return report_scene(result, prepared.workdir, str(quicklook))
+        result = report_scene(result, prepared.workdir, str(quicklook))
+        logger.info("%s: wrote %s", name, ", ".join(result.outputs.values()))
+        return result

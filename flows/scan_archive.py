@@ -244,6 +244,15 @@ def scan_archive(
         publish_markdown(
             f"{key}-report", archive_markdown(report, report_path), f"Scan archive report for {root}"
         )
+        logger.info(
+            "%s: %d done, %d reused, %d quarantined; outputs and %s in %s",
+            root.name,
+            report.count("done"),
+            report.count("reused"),
+            report.count("quarantined"),
+            REPORT,
+            out,
+        )
         failed = [case for case in report.cases if case.status == "failed"]
         if failed:
             names = ", ".join(case.name for case in failed)
