@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import rasterio
 import torch
 
 from pipeline.cli import main
-from tests.helpers import threshold_card, write_card, write_geotiff
+from tests.helpers import REPO, threshold_card, write_card, write_geotiff
 
 
 @pytest.fixture
@@ -256,3 +257,11 @@ def test_quicklook_is_written_beside_the_outputs(
     pixels = matplotlib.image.imread(picture)
     assert pixels.ndim == 3
     assert min(pixels.shape[:2]) > 100
+
+
+def test_the_cli_reference_is_current() -> None:
+    """docs/cli.md is generated from the parser; regenerate it when a command changes."""
+    reference = runpy.run_path(str(REPO / "docs" / "cli_reference.py"))
+    assert (REPO / "docs" / "cli.md").read_text() == reference["render"](), (
+        "docs/cli.md is out of date: python docs/cli_reference.py > docs/cli.md"
+    )
