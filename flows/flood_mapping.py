@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -26,7 +26,6 @@ from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.options import InferenceOptions, PolygonSettings
-from flows.quicklook import raster_quicklook
 from flows.reports import RunProgress, flood_markdown, publish_image, publish_markdown
 from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
@@ -35,7 +34,7 @@ from pipeline import segment as stages
 from pipeline.devices import region_device
 from pipeline.errors import UsageError
 from pipeline.infer import Progress
-from pipeline.store import open_array
+from pipeline.quicklook import workdir_quicklook
 from unet.card import load_card
 
 log = logging.getLogger(__name__)
@@ -141,17 +140,19 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
     """Quick-look PNG and markdown report as artifacts; then the done manifest, written last."""
     with library_logs():
         out = Path(quicklook).parent
-        paths = cast(list[str], open_array(Path(workdir) / "image.zarr").attrs["paths"])
-        sources = [Path(p) for p in paths]
-        png = raster_quicklook(Path(result.outputs["labels"]), sources)
+        png = workdir_quicklook(
+            Path(workdir),
+            Path(result.outputs["labels"]),
+            result.classes,
+            result.statistics,
+            f"{result.name}: {result.model}",
+        )
         temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
         temporary.write_bytes(png)
         temporary.replace(quicklook)
         result = result.model_copy(update={"outputs": {**result.outputs, "quicklook": quicklook}})
         key = artifact_key("flood", result.name)
-        publish_image(
-            f"{key}-quicklook", png, f"{result.name}: labels over the input (non-background tinted)"
-        )
+        publish_image(f"{key}-quicklook", png, f"{result.name}: classes over the input, with their areas")
         publish_markdown(f"{key}-report", flood_markdown(result), f"Flood mapping report for {result.name}")
         layout.write_manifest(out, result.name, result.model_dump(mode="json"))
         layout.remove_workdir(out, result.name)
@@ -257,4 +258,6 @@ def flood_mapping(
             flow_run_id=str(flow_run.id or ""),
         )
         quicklook = layout.output(out, name, ".quicklook.png")
-        return report_scene(result, prepared.workdir, str(quicklook))
+        result = report_scene(result, prepared.workdir, str(quicklook))
+        logger.info("%s: wrote %s", name, ", ".join(result.outputs.values()))
+        return result

@@ -34,7 +34,6 @@ from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.options import InferenceOptions
 from flows.pseudonyms import hidden_paths, hide_inputs, key_from_environment, pseudonym, write_mapping
-from flows.quicklook import volume_quicklook
 from flows.reports import (
     RunProgress,
     archive_markdown,
@@ -47,6 +46,7 @@ from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline import segment as stages
 from pipeline.errors import InputError, SegpipeError
+from pipeline.quicklook import workdir_quicklook
 from unet.card import load_card
 
 REPORT = "scan-archive-report.json"
@@ -119,13 +119,15 @@ def segment_case(
         except InputError:
             layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
             raise
-        png = volume_quicklook(workdir)
+        png = workdir_quicklook(workdir, None, model.classes, statistics, f"{case.name}: {model.name}")
         quicklook = layout.output(out, case.name, ".quicklook.png")
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
         temporary.replace(quicklook)
         publish_image(
-            artifact_key("scan", case.name, "quicklook"), png, f"{case.name}: mask over the middle slice"
+            artifact_key("scan", case.name, "quicklook"),
+            png,
+            f"{case.name}: three slices through the mask, volumes",
         )
         result = CaseResult(
             name=case.name,
@@ -272,6 +274,15 @@ def scan_archive(
         )
         publish_markdown(
             f"{key}-report", archive_markdown(report, report_path), f"Scan archive report for {root}"
+        )
+        logger.info(
+            "%s: %d done, %d reused, %d quarantined; outputs and %s in %s",
+            root.name,
+            report.count("done"),
+            report.count("reused"),
+            report.count("quarantined"),
+            REPORT,
+            out,
         )
         failed = [case for case in report.cases if case.status == "failed"]
         if failed:

@@ -1,40 +1,72 @@
 """The ``segpipe`` command. Exit codes: 0 done, 2 bad input or usage, 1 unexpected.
 
 Errors print one line ``error: ...``; the traceback only with ``-v``. Progress bars
-live here, never in the library.
+live here, never in the library. The heavy libraries (torch, MONAI, Prefect, GDAL) are
+imported inside the commands, after the arguments and paths are checked, so help,
+``--version`` and usage errors answer at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.exceptions import TyperException
 
-from pipeline import logsafe
-from pipeline.errors import SegpipeError, UsageError
+from pipeline import __version__, logsafe
+from pipeline.errors import NotFoundError, SegpipeError, UsageError
 from pipeline.limits import DEFAULT_MAX_PIXELS
+
+
+def _examples(*lines: str) -> str:
+    """A help epilog of examples, shown as written (click's backspace marker stops rewrapping)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+EXAMPLES = _examples(
+    "segpipe demo                # both flows on the shipped samples, offline",
+    "segpipe segment scene.tif -m flood-s1 -o flood.tif --stats flood.json --quicklook flood.png",
+    "segpipe models show flood-s1",
+)
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Segment satellite scenes and medical volumes with U-Nets, on their own grid.",
+    epilog=EXAMPLES,
 )
-models_app = typer.Typer(no_args_is_help=True, help="List and describe model cards.")
+models_app = typer.Typer(
+    no_args_is_help=True,
+    help="List and describe model cards.",
+    epilog=_examples("segpipe models list", "segpipe models show flood-s1"),
+)
 app.add_typer(models_app, name="models")
 stderr = Console(stderr=True)
 stdout = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        stdout.print(f"segpipe {__version__}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Segment satellite scenes and medical volumes with U-Nets, on their own grid."""
 
 
@@ -48,7 +80,7 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
-    for noisy in ("distributed", "asyncio", "numcodecs", "rasterio"):
+    for noisy in ("distributed", "asyncio", "numcodecs", "rasterio", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     # GDAL's and nibabel's complaints about a damaged file come before segpipe's one-line error about it
     logging.getLogger("rasterio._env").setLevel(logging.DEBUG if verbose else logging.ERROR)
@@ -66,19 +98,112 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 
 T = TypeVar("T")
 ProgressCallback = Callable[[int, int], None]
+PLAIN_PROGRESS_S = 10.0
+
+
+def _plain_progress(unit: str, every_s: float = PLAIN_PROGRESS_S) -> ProgressCallback:
+    """Progress as a log line at most every ``every_s`` seconds (and at the end): for CI and logs."""
+    log = logging.getLogger("segpipe")
+    started = time.monotonic()
+    last = [started]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s and done < total:
+            return
+        last[0] = now
+        rate = done / max(now - started, 1e-9)
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        log.info(
+            "%s: %d/%d (%.0f%%), %.1f %s/s, ETA %.0f s",
+            unit,
+            done,
+            total,
+            100 * done / max(total, 1),
+            rate,
+            unit,
+            eta,
+        )
+
+    return report
 
 
 def _with_progress(unit: str, quiet: bool, run: Callable[[ProgressCallback | None], T]) -> T:
-    """Run with a progress bar on stderr, unless quiet or stderr is not a terminal."""
-    if quiet or not stderr.is_terminal:
+    """Run with a labelled progress bar on stderr (rate, ETA); plain log lines when stderr is
+    not a terminal; nothing when quiet."""
+    if quiet:
         return run(None)
-    columns = (TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    if not stderr.is_terminal:
+        return run(_plain_progress(unit))
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task(unit, total=None)
-        return run(lambda done, total: bar.update(task, completed=done, total=total))
+        task = bar.add_task(f"inference ({unit})", total=None, rate="")
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate="" if speed is None else f"{speed:.1f} {unit}/s")
+
+        return run(update)
 
 
-@app.command()
+def _check_paths(inputs: list[Path], model: str) -> None:
+    """The cheap checks, before the heavy imports: inputs exist, a card given as a path exists."""
+    for path in inputs:
+        if not path.exists():
+            raise NotFoundError(f"{path}: file not found")
+    if (model.endswith((".yaml", ".yml")) or os.sep in model) and not Path(model).is_file():
+        raise NotFoundError(f"{model}: model card not found")
+
+
+def _check_quicklook(quicklook: Path | None, output: Path) -> None:
+    if quicklook is None:
+        return
+    if quicklook.suffix.lower() != ".png":
+        raise UsageError(f"--quicklook writes a PNG, got '{quicklook}'")
+    if not output.name.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz")):
+        raise UsageError(f"--quicklook needs a .tif or .nii/.nii.gz output, got '{output}'")
+
+
+def _write_quicklook(inputs: list[Path], card: Any, options: Any, result: Any, path: Path) -> None:
+    from pipeline.quicklook import source_quicklook
+    from pipeline.segment import open_source
+
+    source, _ = open_source(
+        inputs, card, options.bands, options.series, options.allow_remote, options.max_pixels
+    )
+    title = f"{result.output.name}: {card.name}"
+    png = source_quicklook(source, result.output, card.classes, result.statistics, title)
+    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    temporary.write_bytes(png)
+    temporary.replace(path)
+
+
+@app.command(
+    epilog=_examples(
+        "segpipe segment data/samples/Spain_7370579_S1Hand.tif -m flood-s1 -o flood.tif \\\n"
+        "    --polygons flood.gpkg --stats flood.json --quicklook flood.png",
+        "segpipe segment t1.nii.gz -m brain-deepbet -o brain.nii.gz --stats brain.json --quicklook brain.png",
+        "segpipe segment B04.tif B03.tif B02.tif B08.tif -m my-card.yaml -o labels.tif --device cuda",
+    )
+)
 def segment(
     inputs: Annotated[
         list[Path], typer.Argument(help="Input file(s): a GeoTIFF, single-band files, or a NIfTI.")
@@ -134,11 +259,17 @@ def segment(
         int,
         typer.Option("--max-pixels", help="Refuse inputs that declare more pixels/voxels (0: no limit)."),
     ] = DEFAULT_MAX_PIXELS,
+    quicklook: Annotated[
+        Path | None,
+        typer.Option("--quicklook", help="Also write a PNG of the mask over the input, with a legend."),
+    ] = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Segment INPUT with MODEL and write the labels to OUTPUT on the input's own grid."""
     _configure_logging(verbose, quiet)
+    _check_paths(inputs, model)
+    _check_quicklook(quicklook, output)
     from pipeline.segment import SegmentOptions
     from pipeline.segment import segment as run_segment
     from unet.card import load_card
@@ -173,6 +304,9 @@ def segment(
         result.stats.patches,
         result.device,
     )
+    if quicklook is not None:
+        _write_quicklook(inputs, card, options, result, quicklook)
+        logging.getLogger("segpipe").info("wrote %s", quicklook)
 
 
 def _span(text: str | None, option: str) -> tuple[int, int] | None:
@@ -186,7 +320,14 @@ def _span(text: str | None, option: str) -> tuple[int, int] | None:
     return start, stop
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        "segpipe train chip.tif --label labels.tif --card template.yaml -o model/my-model.yaml \\\n"
+        "    --val-columns 384:512 --train-columns 0:384 --epochs 20",
+        "segpipe train t1.nii.gz --label mask.nii.gz --card template-3d.yaml -o model/brain.yaml",
+        "segpipe train chip.tif --label labels.tif --card template.yaml -o tuned.yaml --init w.safetensors",
+    )
+)
 def train(
     images: Annotated[list[Path], typer.Argument(help="Training image(s): GeoTIFF chips or NIfTI volumes.")],
     label: Annotated[
@@ -249,9 +390,115 @@ def train(
     )
 
 
+OPEN_WITH = {
+    ".tif": "QGIS (drag the file in) or `rio info`",
+    ".gpkg": "QGIS",
+    ".nii.gz": "3D Slicer or ITK-SNAP (load the input volume, then the mask as a segmentation)",
+    ".json": "any text editor",
+    ".png": "any image viewer",
+}
+
+
+def _opened_with(path: str) -> str:
+    return next((app for suffix, app in OPEN_WITH.items() if path.endswith(suffix)), "")
+
+
+def _demo_env(verbose: bool) -> None:
+    """Offline, quiet Prefect unless the user set otherwise: no telemetry (its heartbeat on a
+    fresh SQLite database prints "database is locked" tracebacks), warnings only, and time
+    for the ephemeral server to start on a slow machine."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if not verbose:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read when distributed is imported
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
+
+
+class OwnLinesOnly(logging.Filter):
+    """Passes warnings and errors, and segpipe's own lines: the library's INFO records still go
+    to the Prefect run logs (``flows.logs``), just not to the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == "segpipe"
+
+
+def _print_demo(result: Any) -> None:
+    """What the demo wrote, where, how to open it, and how to see the runs in the Prefect UI."""
+    say = stdout.print
+    lines = [f"\nsegpipe demo finished in {result.seconds:.0f} s. Outputs under {result.output}:", ""]
+    flood = result.flood
+    water = {n: c["area_km2"] for n, c in flood.statistics["classes"].items() if c["index"] > 0}
+    areas = ", ".join(f"{name} {area:.2f} km2" for name, area in water.items())
+    lines.append(f"flood-mapping: {flood.model} on {Path(flood.inputs[0]).name} ({areas})")
+    lines += [f"  {path}  [{kind}; {_opened_with(path)}]" for kind, path in flood.outputs.items()]
+    lines += [
+        "",
+        f"scan-archive: brain-deepbet on {result.archive_inputs} (derived from nilearn's MNI152 T1)",
+    ]
+    for case in result.archive.cases:
+        what = result.cases.get(case.name, "")
+        if case.status in ("done", "reused"):
+            volumes = ", ".join(f"{name} {ml:.0f} mL" for name, ml in case.volumes_ml.items())
+            lines.append(f"  {case.name} ({what}): {case.status}, {volumes}")
+            lines += [f"    {path}  [{_opened_with(path)}]" for path in case.outputs.values()]
+        else:
+            lines.append(f"  {case.name} ({what}): {case.status}: {case.reason}")
+    lines += [
+        f"  {result.report}  [the archive report]",
+        "",
+        "See the same runs in the Prefect UI:",
+        "  prefect server start                                  # in another terminal; UI at http://127.0.0.1:4200",
+        "  PREFECT_API_URL=http://127.0.0.1:4200/api segpipe demo --output out/demo-ui",
+    ]
+    for line in lines:
+        say(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command(
+    epilog=_examples(
+        "segpipe demo",
+        "segpipe demo --output /tmp/segpipe-demo --device cuda",
+        "PREFECT_API_URL=http://127.0.0.1:4200/api segpipe demo   # the runs show in the UI",
+    )
+)
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for everything the demo writes.")
+    ] = Path("out/demo"),
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Run the flood-mapping and scan-archive flows on the samples that ship (offline, no server).
+
+    Flood mapping: the bundled flood-s1 model on a real Sentinel-1 flood scene (water COG,
+    polygons, areas, quick-look). Scan archive: brain-deepbet on a small archive derived from
+    nilearn's MNI152 T1 (as given, in LPS orientation, at 1.5 mm, and a broken file that is
+    quarantined). A few minutes on a laptop CPU.
+    """
+    _configure_logging(verbose, quiet)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output must be a folder, got the file '{output}'")
+    _demo_env(verbose)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OwnLinesOnly())
+    log = logging.getLogger("segpipe")
+    where = os.environ.get("PREFECT_API_URL") or "Prefect's ephemeral mode (no server)"
+    log.info("segpipe demo: writing to %s; runs go to %s", output.resolve(), where)
+    from flows.demo import run_demo
+
+    result = run_demo(output, device)
+    if not quiet:
+        _print_demo(result)
+
+
 @models_app.command("list")
 def models_list() -> None:
-    """List the bundled model cards."""
+    """List the bundled model cards: name, dims, format, classes."""
     from unet.card import bundled_cards, load_card
 
     for name, path in bundled_cards().items():
@@ -289,6 +536,8 @@ def models_show(model: Annotated[str, typer.Argument(help="Card path or bundled 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, mapping errors to exit codes and one-line messages."""
     args = sys.argv[1:] if argv is None else argv
+    if not args:
+        args = ["--help"]  # a bare ``segpipe`` shows what it can do
     verbose = "-v" in args or "--verbose" in args
     try:
         app(args=args, standalone_mode=False, prog_name="segpipe")

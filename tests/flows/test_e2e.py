@@ -1,6 +1,7 @@
 """End to end: a real ``prefect server``, ``prefect deploy --all`` from prefect.yaml, a process
-worker on the ``gpu`` pool, a ``flood-mapping`` deployment run on a real Landsat scene, and the
-run, its logs and its artifacts in the UI (headless Chromium, when one is installed).
+worker on the ``gpu`` pool, a ``flood-mapping`` deployment run with prefect.yaml's defaults (the
+shipped Sentinel-1 sample, ``flood-s1``, its bands), and the run, its logs and its artifacts in the
+UI (headless Chromium, when one is installed). Needs nothing but what ships.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import httpx
 import pytest
 
 from tests.conftest import PrefectServer, stop_process_group
-from tests.helpers import REPO, shared_file
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 
+NAME = "Spain_7370579_S1Hand"  # data/samples' scene, prefect.yaml's default
+KEY = "flood-spain-7370579-s1hand"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -65,7 +68,6 @@ def api(server: PrefectServer, path: str, body: dict[str, Any] | None = None) ->
 def deployed_run(
     prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DeployedRun]:
-    scene = shared_file("geo/rasterio_RGB_byte/RGB.byte.tif")
     output_dir = tmp_path_factory.mktemp("e2e") / "flood"
     timings: dict[str, float] = {"server healthy": prefect_server.startup_s}
 
@@ -90,7 +92,8 @@ def deployed_run(
             start_new_session=True,  # its own process group, so it can be stopped
         )
     try:
-        parameters = json.dumps({"scene": str(scene), "output_dir": str(output_dir)})
+        # only output_dir: the scene, model and bands are prefect.yaml's defaults
+        parameters = json.dumps({"output_dir": str(output_dir)})
         timed(
             "deployment run --watch",
             *("deployment", "run", "flood-mapping/flood-mapping", "--params", parameters),
@@ -131,20 +134,18 @@ def test_prefect_yaml_deploys_every_deployment(deployed_run: DeployedRun) -> Non
 
 def test_the_deployment_run_writes_outputs_artifacts_and_library_logs(deployed_run: DeployedRun) -> None:
     run = deployed_run.flow_run
-    assert run["name"] == "flood-RGB.byte"
-    assert run["parameters"]["model"] == "random-unet-2d"  # prefect.yaml's default
+    assert run["name"] == f"flood-{NAME}"
+    assert run["parameters"]["model"] == "flood-s1"  # prefect.yaml's defaults
+    assert run["parameters"]["inference"]["bands"] == ["VV", "VH"]
     out = deployed_run.output_dir
     for suffix in (".tif", ".gpkg", ".stats.json", ".quicklook.png"):
-        assert (out / f"RGB.byte{suffix}").is_file()
-    stats = json.loads((out / "RGB.byte.stats.json").read_text())
-    assert set(stats["classes"]) == {"c0", "c1", "c2"}
-    assert set(deployed_run.artifacts) == {
-        "flood-rgb-byte-progress",
-        "flood-rgb-byte-report",
-        "flood-rgb-byte-quicklook",
-    }
-    assert deployed_run.artifacts["flood-rgb-byte-progress"]["data"] == 100
-    assert deployed_run.artifacts["flood-rgb-byte-quicklook"]["data"].startswith("data:image/png;base64,")
+        assert (out / f"{NAME}{suffix}").is_file()
+    stats = json.loads((out / f"{NAME}.stats.json").read_text())
+    assert set(stats["classes"]) == {"land", "water"}
+    assert stats["classes"]["water"]["area_km2"] > 0
+    assert set(deployed_run.artifacts) == {f"{KEY}-progress", f"{KEY}-report", f"{KEY}-quicklook"}
+    assert deployed_run.artifacts[f"{KEY}-progress"]["data"] == 100
+    assert deployed_run.artifacts[f"{KEY}-quicklook"]["data"].startswith("data:image/png;base64,")
     names = {entry["name"] for entry in deployed_run.logs}
     assert {"pipeline.segment", "pipeline.devices", "unet.loaders", "flows.cluster"} <= names
 
@@ -190,7 +191,7 @@ def test_the_run_its_logs_and_artifacts_show_in_the_ui(deployed_run: DeployedRun
     run_page = f"{ui}/runs/flow-run/{deployed_run.flow_run['id']}"
 
     page = _text(_chromium(browser, profile, run_page, "--dump-dom"))
-    assert "flood-RGB.byte" in page
+    assert f"flood-{NAME}" in page
     assert "Completed" in page
     assert "Switch to V2 UI" in page  # the V1 UI: no analytics calls, works offline
     assert "pipeline.segment" in page  # library logs in the run's Logs tab
@@ -199,7 +200,7 @@ def test_the_run_its_logs_and_artifacts_show_in_the_ui(deployed_run: DeployedRun
     _chromium(browser, profile, run_page, f"--screenshot={screenshot}")
     assert screenshot.stat().st_size > 20_000
 
-    image = deployed_run.artifacts["flood-rgb-byte-quicklook"]
+    image = deployed_run.artifacts[f"{KEY}-quicklook"]
     dom = _chromium(browser, profile, f"{ui}/artifacts/artifact/{image['id']}", "--dump-dom")
     assert re.search(r'<img[^>]+src="data:image/png;base64,', dom)
     _chromium(
@@ -208,8 +209,8 @@ def test_the_run_its_logs_and_artifacts_show_in_the_ui(deployed_run: DeployedRun
         f"{ui}/artifacts/artifact/{image['id']}",
         f"--screenshot={tmp_path / 'quicklook.png'}",
     )
-    report = deployed_run.artifacts["flood-rgb-byte-report"]
+    report = deployed_run.artifacts[f"{KEY}-report"]
     text = _text(_chromium(browser, profile, f"{ui}/artifacts/artifact/{report['id']}", "--dump-dom"))
-    assert "Flood mapping: RGB.byte" in text
-    assert "random-unet-2d" in text
+    assert f"Flood mapping: {NAME}" in text
+    assert "flood-s1" in text
     assert "area (km²)" in text

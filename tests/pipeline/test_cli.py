@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import rasterio
 import torch
 
 from pipeline.cli import main
-from tests.helpers import threshold_card, write_card, write_geotiff
+from tests.helpers import REPO, threshold_card, write_card, write_geotiff
 
 
 @pytest.fixture
@@ -187,3 +188,80 @@ def test_console_script_runs_as_a_new_user_would(tmp_path: Path, scene: Path, ca
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: -o ")
+
+
+def test_bare_segpipe_prints_help_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert "Usage: segpipe" in captured.out
+    assert "segpipe demo" in captured.out  # the examples
+    assert "error" not in captured.err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"segpipe {__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["segment"], ["demo"], ["train"], ["models"]])
+def test_every_help_ends_with_examples(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out.rstrip()
+    examples = out[out.rindex("Examples:") :].splitlines()[1:]
+    assert sum(line.strip().startswith("segpipe") or "segpipe" in line for line in examples) >= 2
+
+
+HEAVY = ("torch", "monai", "prefect", "rasterio", "dask", "matplotlib")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--version"],
+        ["--help"],
+        ["segment", "absent.tif", "-m", "flood-s1", "-o", "out.tif"],
+        ["segment", "{scene}", "-m", "absent.yaml", "-o", "out.tif"],
+        ["segment", "{scene}", "-m", "flood-s1", "-o", "out.tif", "--quicklook", "q.jpg"],
+        ["segment", "{scene}", "--model"],
+    ],
+)
+def test_usage_and_path_errors_answer_before_the_heavy_imports(
+    tmp_path: Path, scene: Path, args: list[str]
+) -> None:
+    """Run in a fresh interpreter: which heavy libraries did the command import?"""
+    argv = [arg.format(scene=scene) for arg in args]
+    code = (
+        "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
+        f"print([m for m in {HEAVY!r} if m in sys.modules]); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+    if args[0] == "segment":
+        assert done.returncode == 2
+        assert done.stderr.strip().startswith("error: "), done.stderr
+
+
+def test_quicklook_is_written_beside_the_outputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path, card: Path
+) -> None:
+    import matplotlib.image
+
+    picture = tmp_path / "m.png"
+    args = ["segment", scene, "-m", card, "-o", tmp_path / "m.tif", "--stats", tmp_path / "m.json"]
+    code, err = run(capsys, *args, "--device", "cpu", "-q", "--quicklook", picture)
+    assert code == 0, err
+    pixels = matplotlib.image.imread(picture)
+    assert pixels.ndim == 3
+    assert min(pixels.shape[:2]) > 100
+
+
+def test_the_cli_reference_is_current() -> None:
+    """docs/cli.md is generated from the parser; regenerate it when a command changes."""
+    reference = runpy.run_path(str(REPO / "docs" / "cli_reference.py"))
+    assert (REPO / "docs" / "cli.md").read_text() == reference["render"](), (
+        "docs/cli.md is out of date: python docs/cli_reference.py > docs/cli.md"
+    )
