@@ -4,7 +4,9 @@ prepare (check + ingest) -> one ``infer-region`` task per region on the Dask clu
 (GPU workers when the cluster has any) -> finish (outputs on the scene's grid) ->
 report (quick-look, artifacts, done manifest). Tasks exchange the workdir path only;
 the workdir lives under ``output_dir`` and survives a failure, so rerunning the same
-scene resumes: ingest is skipped and finished chunk rows are kept.
+scene resumes: ingest is skipped and finished chunk rows are kept. Existing outputs are
+replaced only when an earlier run of the scene wrote them (stamped in its done manifest
+or workdir), or with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from pipeline import segment as stages
 from pipeline.devices import resolve_device
 from pipeline.errors import UsageError
 from pipeline.infer import Progress
+from pipeline.segment import SegmentOptions
 from pipeline.store import open_array
+from pipeline.workdir import Workdir
 from unet.card import load_card
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,27 @@ def flood_outputs(output_dir: Path, name: str, probabilities: bool) -> dict[str,
     return outputs
 
 
+def scene_options(
+    output_dir: Path,
+    name: str,
+    inference: InferenceOptions,
+    polygons: PolygonSettings,
+    probabilities: bool,
+    overwrite: bool = False,
+) -> SegmentOptions:
+    """The library options of a scene's run (also what the inbox fingerprints to decide reuse)."""
+    outputs = flood_outputs(output_dir, name, probabilities)
+    return inference.segment_options(
+        layout.workdir(output_dir, name),
+        stats=outputs["stats"],
+        probabilities=outputs.get("probabilities"),
+        polygons=outputs["polygons"],
+        polygon_settings=polygons,
+        resume=not overwrite,
+        overwrite=True,  # the flow has checked which existing outputs it may replace
+    )
+
+
 @task(name="prepare-scene", cache_policy=NONE)
 def prepare_scene(
     inputs: list[str],
@@ -64,19 +89,16 @@ def prepare_scene(
     inference: InferenceOptions,
     polygons: PolygonSettings,
     probabilities: bool,
+    overwrite: bool = False,
 ) -> Prepared:
     """Check the scene and the card, ingest the scene to zarr (or resume), plan ``regions`` row ranges."""
     with library_logs():
         started = time.perf_counter()
         out = Path(output_dir)
         outputs = flood_outputs(out, name, probabilities)
-        options = inference.segment_options(
-            layout.workdir(out, name),
-            stats=outputs["stats"],
-            probabilities=outputs.get("probabilities"),
-            polygons=outputs["polygons"],
-            polygon_settings=polygons,
-        )
+        quicklook = layout.output(out, name, ".quicklook.png")
+        layout.check_replaceable(out, name, [*outputs.values(), quicklook], overwrite)
+        options = scene_options(out, name, inference, polygons, probabilities, overwrite)
         workdir = stages.prepare_run([Path(p) for p in inputs], load_card(card), outputs["labels"], options)
         return Prepared(
             workdir=str(workdir),
@@ -143,7 +165,16 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
         temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
         temporary.write_bytes(png)
         temporary.replace(quicklook)
-        result = result.model_copy(update={"outputs": {**result.outputs, "quicklook": quicklook}})
+        workdir_state = Workdir.open(Path(workdir))
+        workdir_state.record_written([Path(quicklook)])
+        outputs = {**result.outputs, "quicklook": quicklook}
+        result = result.model_copy(
+            update={
+                "outputs": outputs,
+                "fingerprint": workdir_state.manifest,
+                "stamps": layout.stamp_outputs(Path(path) for path in outputs.values()),
+            }
+        )
         key = artifact_key("flood", result.name)
         publish_image(
             f"{key}-quicklook", png, f"{result.name}: labels over the input (non-background tinted)"
@@ -172,13 +203,16 @@ def flood_mapping(
     probabilities: bool = False,
     inference: InferenceOptions | None = None,
     polygons: PolygonSettings | None = None,
+    overwrite: bool = False,
 ) -> SceneResult:
     """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
 
     ``scene``: a GeoTIFF/VRT, a list of band files (stacked in order), or a STAC Item
     JSON with local assets; NAME is its sanitised stem (the Item's id). ``model``: a
     card path or bundled card name. ``regions``: row ranges inferred as separate tasks
-    on the Dask cluster at ``dask_address`` (a local one when empty).
+    on the Dask cluster at ``dask_address`` (a local one when empty). Existing files the
+    scene's earlier runs did not write are replaced only with ``overwrite`` (which also
+    starts the workdir clean).
     """
     with library_logs():
         if regions < 1:
@@ -204,6 +238,7 @@ def flood_mapping(
             inference,
             polygons,
             probabilities,
+            overwrite,
         )
         progress.advance("ingested")
         logger.info("%s: %d region(s) %s", name, len(prepared.regions), prepared.regions)

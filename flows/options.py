@@ -33,6 +33,8 @@ class InferenceOptions(BaseModel):
         probabilities: Path | None = None,
         polygons: Path | None = None,
         polygon_settings: PolygonSettings | None = None,
+        resume: bool = True,
+        overwrite: bool = False,
     ) -> SegmentOptions:
         """``SegmentOptions`` with an explicit workdir (kept after a failure, so reruns resume)."""
         polygon_settings = polygon_settings or PolygonSettings()
@@ -50,7 +52,8 @@ class InferenceOptions(BaseModel):
             simplify=polygon_settings.simplify,
             stats=stats,
             workdir=workdir,
-            resume=True,
+            resume=resume,
+            overwrite=overwrite,
         )
 
 

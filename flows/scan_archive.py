@@ -7,7 +7,9 @@ A case the library refuses (``SegpipeError``: unreadable file, no usable series)
 quarantined with its reason and not retried; unexpected errors are retried, and if
 they persist the case is reported as failed and the run ends Failed after the report
 is written. Inputs are only read, never moved or copied; outputs are written
-atomically, so a broken case leaves no mask.
+atomically, so a broken case leaves no mask. A finished case is reused only when its
+fingerprint (input, model, options) is unchanged; otherwise it is recomputed and the
+report says why.
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline import segment as stages
 from pipeline.devices import resolve_device
 from pipeline.errors import InputError, SegpipeError
-from unet.card import load_card
+from pipeline.fingerprint import referenced_files
+from pipeline.workdir import Workdir
+from unet.card import ModelCard, load_card
 
 REPORT = "scan-archive-report.json"
+REPORT_UNIT = ".scan-archive-report"  # its done manifest; case names never start with a dot
 
 
 def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
@@ -73,12 +78,25 @@ def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
     retry_condition_fn=retry_unexpected,
     tags=["gpu"],
 )
-def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOptions) -> CaseResult:
-    """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad."""
+def segment_case(
+    case: Case,
+    card: str,
+    output_dir: str,
+    inference: InferenceOptions,
+    overwrite: bool = False,
+    reason: str = "",
+) -> CaseResult:
+    """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad.
+
+    Existing outputs are replaced only when an earlier run of this case wrote them, or with
+    ``overwrite`` (which also starts the workdir clean); ``reason`` says why it is (re)computed.
+    """
     with library_logs():
         out = Path(output_dir)
         outputs = case_outputs(out, case)
         workdir_path = layout.workdir(out, case.name)
+        quicklook = layout.output(out, case.name, ".quicklook.png")
+        layout.check_replaceable(out, case.name, [*outputs.values(), quicklook], overwrite)
         model = load_card(card)
         inputs = [Path(case.path)]
         timings: dict[str, float] = {}
@@ -91,7 +109,9 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             clock = now
 
         try:
-            options = inference.segment_options(workdir_path, stats=outputs["stats"])
+            options = inference.segment_options(
+                workdir_path, stats=outputs["stats"], resume=not overwrite, overwrite=True
+            )
             workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
             lap("prepare")
             stages.run_rows(workdir)
@@ -100,7 +120,8 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             lap("write")
             if "seg" in outputs:
                 # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
-                stages.prepare_run(inputs, model, outputs["seg"], inference.segment_options(workdir_path))
+                seg_options = inference.segment_options(workdir_path, overwrite=True)
+                stages.prepare_run(inputs, model, outputs["seg"], seg_options)
                 stages.run_rows(workdir)
                 stages.finish_run(workdir)
                 lap("seg")
@@ -108,10 +129,10 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
             raise
         png = volume_quicklook(workdir)
-        quicklook = layout.output(out, case.name, ".quicklook.png")
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
         temporary.replace(quicklook)
+        Workdir.open(workdir).record_written([quicklook])
         publish_image(
             artifact_key("scan", case.name, "quicklook"), png, f"{case.name}: mask over the middle slice"
         )
@@ -120,23 +141,39 @@ def segment_case(case: Case, card: str, output_dir: str, inference: InferenceOpt
             input=case.path,
             kind=case.kind,
             status="done",
+            reason=reason,
             outputs={kind: str(path) for kind, path in {**outputs, "quicklook": quicklook}.items()},
             volumes_ml=_volumes(statistics),
             timings=timings,
             device=str(resolve_device(inference.device)),
             worker=current_worker(),
+            fingerprint=Workdir.open(workdir).manifest,
+            stamps=layout.stamp_outputs([*outputs.values(), quicklook]),
         )
         layout.write_manifest(out, case.name, result.model_dump(mode="json"))
         layout.remove_workdir(out, case.name)
         return result
 
 
-def reused(output_dir: Path, case: Case) -> CaseResult | None:
-    """The case's result from an earlier run, if that run finished it from the same input."""
+def reused(
+    output_dir: Path, case: Case, card: ModelCard, inference: InferenceOptions
+) -> tuple[CaseResult | None, str]:
+    """The case's result from an earlier run if its fingerprint (input, model, options) is
+    unchanged; else None and why not ("" when there is no earlier result)."""
     manifest = layout.read_manifest(output_dir, case.name)
-    if manifest is None or manifest.get("input") != case.path:
-        return None
-    return CaseResult.model_validate({**manifest, "status": "reused"})
+    if manifest is None:
+        return None, ""
+    outputs = case_outputs(output_dir, case)
+    options = inference.segment_options(layout.workdir(output_dir, case.name), stats=outputs["stats"])
+    stored = manifest.get("fingerprint") or {}
+    try:
+        current = stages.run_fingerprint([Path(case.path)], card, options, referenced_files(stored))
+    except (OSError, SegpipeError) as exc:
+        return None, f"cannot fingerprint the input ({exc})"
+    reason = layout.reuse_reason(manifest, current)
+    if reason is not None:
+        return None, reason
+    return CaseResult.model_validate({**manifest, "status": "reused", "reason": ""}), ""
 
 
 def _refused(case: Case, error: BaseException | None) -> CaseResult:
@@ -164,7 +201,9 @@ def scan_archive(
     """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
     ``output_dir``.
 
-    Cases finished by an earlier run from the same input are reused unless ``overwrite``.
+    Cases finished by an earlier run with the same fingerprint (input, model, options) are
+    reused unless ``overwrite``; the others are recomputed, with the reason in the report.
+    Existing files segpipe did not write are replaced only with ``overwrite``.
     ``dask_address``: the Dask scheduler whose workers run the cases (a local cluster
     when empty).
     """
@@ -177,17 +216,21 @@ def scan_archive(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
+        report_path = out / REPORT
+        layout.check_replaceable(out, REPORT_UNIT, [report_path], overwrite)
         cases, ignored = find_cases(root, exclude=out)
         logger.info("%s: %d case(s), %d other entries ignored", root, len(cases), len(ignored))
         key = artifact_key("scan", root.name)
         progress = RunProgress(f"{key}-progress", len(cases), f"cases of {root.name}")
 
         results: dict[str, CaseResult] = {}
-        todo: list[Case] = []
+        todo: dict[Case, str] = {}
         for case in cases:
-            earlier = None if overwrite else reused(out, case)
+            earlier, why = (None, "overwrite") if overwrite else reused(out, case, card, inference)
             if earlier is None:
-                todo.append(case)
+                todo[case] = why
+                if why:
+                    logger.info("case %s: recomputed (%s)", case.name, why)
             else:
                 results[case.name] = earlier
                 progress.advance(f"{case.name} reused")
@@ -203,9 +246,11 @@ def scan_archive(
                                 "card": str(card.card_path),
                                 "output_dir": str(out),
                                 "inference": inference,
+                                "overwrite": overwrite,
+                                "reason": why,
                             },
                         ): case
-                        for case in todo
+                        for case, why in todo.items()
                     }
                 for future in as_completed(list(futures)):
                     case = futures[future]
@@ -234,8 +279,9 @@ def scan_archive(
             cases=[results[case.name] for case in cases],
             ignored=ignored,
         )
-        report_path = out / REPORT
         write_report(report_path, report)
+        stamps = layout.stamp_outputs([report_path])
+        layout.write_manifest(out, REPORT_UNIT, {"outputs": {"report": str(report_path)}, "stamps": stamps})
         publish_table(
             f"{key}-cases", case_rows(report), f"Every case of {root}: status, reason, outputs, volumes"
         )

@@ -9,10 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
+
+# side files GDAL (.aux.xml, overviews, masks) and SQLite (GeoPackage journals) add to a name
+SIDE_FILES = r"(\.aux\.xml|\.ovr|\.msk|-journal|-wal|-shm)?"
 
 
 def check_writable(path: Path) -> None:
@@ -31,11 +35,22 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".partial-{os.getpid()}-{path.name}")
 
 
+def stale_partials(path: Path) -> list[Path]:
+    """Temporary files a killed run left for ``path``: exactly ``temporary_name`` (any process id)
+    plus a writer's side files, and regular files only; a user's file never has such a name."""
+    pattern = re.compile(rf"\.partial-\d+-{re.escape(path.name)}{SIDE_FILES}")
+    return [
+        entry
+        for entry in path.parent.glob(".partial-*")
+        if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink()
+    ]
+
+
 @contextlib.contextmanager
 def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
     """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name."""
     for path in paths:  # left by a run killed while writing this same output
-        for stale in path.parent.glob(f".partial-*-{path.name}*"):  # with GDAL side files
+        for stale in stale_partials(path):
             stale.unlink(missing_ok=True)
     temporaries = [temporary_name(path) for path in paths]
     try:

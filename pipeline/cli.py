@@ -38,6 +38,9 @@ def _root() -> None:
 
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Warnings only; no progress bar.")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace output files that already exist (refused without).")
+]
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
@@ -117,6 +120,7 @@ def segment(
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Start clean even if the workdir matches.")
     ] = False,
+    overwrite: Overwrite = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -143,6 +147,7 @@ def segment(
         stats=stats,
         workdir=workdir,
         resume=not no_resume,
+        overwrite=overwrite,
     )
     result = _with_progress(
         "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)
@@ -197,6 +202,7 @@ def train(
         float, typer.Option("--foreground", help="Share of patches centred on a foreground pixel.")
     ] = 0.5,
     init: Annotated[Path | None, typer.Option("--init", help="Weights to fine-tune from.")] = None,
+    overwrite: Overwrite = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -215,6 +221,7 @@ def train(
         train_columns=_span(train_columns, "--train-columns"),
         val_columns=_span(val_columns, "--val-columns"),
         init=init,
+        overwrite=overwrite,
     )
     result = _with_progress(
         "steps",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pipeline.bands import select_bands
 from pipeline.devices import resolve_device, resolve_precision
 from pipeline.dicom import open_dicom
 from pipeline.errors import InputError, SegpipeError, UsageError
+from pipeline.fingerprint import fingerprint
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
@@ -30,6 +30,7 @@ from pipeline.ingest import ingest
 from pipeline.labels import labels_from_probabilities, stored_label_dtype
 from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
+from pipeline.ownership import check_outputs_free, check_workdir, remove_workdir
 from pipeline.prepare import Preparation, ValidMask
 from pipeline.resample import model_shape, resample
 from pipeline.source import SourceImage
@@ -37,7 +38,7 @@ from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import OutputPaths, write_outputs
 from pipeline.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
 from pipeline.vectorize import PolygonOptions
-from pipeline.workdir import Workdir, fingerprint
+from pipeline.workdir import Workdir, written_stamps
 from unet.card import ModelCard, load_card
 from unet.loaders import load_network
 from unet.recipes import run_recipe
@@ -66,6 +67,7 @@ class SegmentOptions:
     stats: Path | None = None
     workdir: Path | None = None
     resume: bool = True
+    overwrite: bool = False
 
 
 @dataclass
@@ -278,15 +280,47 @@ def default_workdir(output: Path) -> Path:
     return output.parent / f".{output.name}.segpipe-work"
 
 
+def result_options(card: ModelCard, options: SegmentOptions) -> dict[str, Any]:
+    """The options that change a run's result, as they go into its fingerprint.
+
+    Output paths are not among them (the same workdir may write another output, e.g. a
+    DICOM SEG after the NIfTI mask); what was asked, not what it resolved to, is recorded
+    ("auto" stays "auto"), so a flow can compute it where it does not run the case.
+    """
+    return {
+        "bands": options.bands,
+        "series": options.series,
+        "patch": list(_patch_size(card, options.patch_size)),
+        "overlap": card.overlap if options.overlap is None else options.overlap,
+        "batch_size": options.batch_size,
+        "device": options.device,
+        "precision": options.precision,
+        "probabilities": options.probabilities is not None,
+        "polygon_classes": options.polygon_classes,
+        "min_area_m2": options.min_area_m2,
+        "simplify": options.simplify,
+    }
+
+
+def run_fingerprint(
+    inputs: list[Path], card: ModelCard, options: SegmentOptions, referenced: list[Path] | None = None
+) -> dict[str, Any]:
+    """The fingerprint of segmenting ``inputs`` with ``card`` and ``options`` (see pipeline.fingerprint)."""
+    return fingerprint(inputs, card, result_options(card, options), referenced or [])
+
+
 def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: SegmentOptions) -> Path:
     """Check everything, ingest (or resume), create the intermediates; return the workdir."""
     if card.card_path is None:
         raise UsageError(f"model '{card.name}' must be loaded from a card file")
+    workdir_path = (options.workdir or default_workdir(output)).expanduser()
+    paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
+    check_outputs_free(paths.requested(), options.overwrite, written_stamps(workdir_path))
+    check_workdir(workdir_path, inputs, paths.requested())
     kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
     source, bands = open_source(inputs, card, options.bands, options.series)
-    paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     polygon_options = _polygon_options(card, options)
     if source.kind == "raster" and source.attrs.get("crs") is None:
@@ -301,22 +335,11 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
     device = resolve_device(options.device)
-    autocast = resolve_precision(options.precision, device, card.amp)
+    resolve_precision(options.precision, device, card.amp)  # refuses what the device cannot run
     load_network(card, device)  # a bad weights file fails here, before any work
 
-    parameters = {
-        "bands": bands,
-        "patch": list(patch),
-        "overlap": overlap,
-        "batch_size": options.batch_size,
-        "blend": card.blend,
-        "device": device.type,
-        "autocast": str(autocast),
-        "probabilities": options.probabilities is not None,
-    }
-    workdir_path = options.workdir or default_workdir(output)
-    files = list(dict.fromkeys([*inputs, *source.paths]))
-    workdir = Workdir.prepare(workdir_path, fingerprint(files, card, parameters), options.resume)
+    current = run_fingerprint(inputs, card, options, source.paths)
+    workdir = Workdir.prepare(workdir_path, current, options.resume)
     folder = workdir.path
     if not workdir.finished("ingest"):
         log.info("ingesting %s into %s", ", ".join(map(str, inputs)), folder)
@@ -485,8 +508,9 @@ def finish_run(workdir: Path) -> dict[str, Any] | None:
         workdir,
         polygon_options,
     )
+    Workdir.open(workdir).record_written(paths.requested())
     if plan.remove_workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
     return statistics
 
 
@@ -507,7 +531,7 @@ def segment(
     except SegpipeError:
         # bad input: nothing worth resuming; a crash or kill keeps the workdir instead
         if fresh:
-            shutil.rmtree(default_workdir(output), ignore_errors=True)
+            remove_workdir(default_workdir(output))
         raise
     return SegmentResult(
         output=output,

@@ -13,6 +13,7 @@ from pipeline import geo, medical
 from pipeline.areas import class_statistics
 from pipeline.atomic import atomic_outputs
 from pipeline.dicom_seg import write_seg
+from pipeline.fingerprint import model_fingerprint
 from pipeline.labels import stored_label_dtype
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
@@ -42,13 +43,16 @@ class OutputPaths:
 def statistics(
     image_attrs: dict[str, Any], card: ModelCard, labels: ZArray, valid: ValidMask | None
 ) -> dict[str, Any]:
-    """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL)."""
+    """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL), and the model
+    that made the mask (name, version, weights SHA-256), so every mask traces to its weights."""
     geometry = image_attrs["geometry"]
     if image_attrs["kind"] == "raster":
         result = class_statistics(labels, valid, geometry, card.classes)
     else:
         result = volume_statistics(labels, valid, geometry, card.classes)
-    return {"model": card.name, "inputs": image_attrs["paths"], **result}
+    identity = model_fingerprint(card)
+    model = {key: identity[key] for key in ("name", "version", "weights_sha256")}
+    return {"model": model, "inputs": image_attrs["paths"], **result}
 
 
 def write_outputs(
