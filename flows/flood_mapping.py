@@ -32,6 +32,7 @@ from flows.reports import RunProgress, flood_markdown, publish_image, publish_ma
 from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from flows.scenes import scene_inputs, scene_name
+from pipeline import ownership
 from pipeline import segment as stages
 from pipeline.devices import resolve_device
 from pipeline.errors import UsageError
@@ -164,9 +165,9 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
         png = raster_quicklook(Path(result.outputs["labels"]), sources)
         temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
         temporary.write_bytes(png)
-        temporary.replace(quicklook)
         workdir_state = Workdir.open(Path(workdir))
-        workdir_state.record_written([Path(quicklook)])
+        workdir_state.record({str(Path(quicklook).resolve()): ownership.stamp(temporary)})
+        temporary.replace(quicklook)
         outputs = {**result.outputs, "quicklook": quicklook}
         result = result.model_copy(
             update={

@@ -43,6 +43,7 @@ from flows.reports import (
 )
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
+from pipeline import ownership
 from pipeline import segment as stages
 from pipeline.devices import resolve_device
 from pipeline.errors import InputError, SegpipeError
@@ -131,8 +132,8 @@ def segment_case(
         png = volume_quicklook(workdir)
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
+        Workdir.open(workdir).record({str(quicklook.resolve()): ownership.stamp(temporary)})
         temporary.replace(quicklook)
-        Workdir.open(workdir).record_written([quicklook])
         publish_image(
             artifact_key("scan", case.name, "quicklook"), png, f"{case.name}: mask over the middle slice"
         )

@@ -10,10 +10,11 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
+from pipeline.ownership import Stamp, stamp
 
 # side files GDAL (.aux.xml, overviews, masks) and SQLite (GeoPackage journals) add to a name
 SIDE_FILES = r"(\.aux\.xml|\.ovr|\.msk|-journal|-wal|-shm)?"
@@ -47,8 +48,15 @@ def stale_partials(path: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
-    """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name."""
+def atomic_outputs(
+    paths: list[Path], ready: Callable[[dict[str, Stamp]], None] | None = None
+) -> Iterator[list[Path]]:
+    """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name.
+
+    ``ready`` receives the stamps the outputs will have under their final names (a rename
+    keeps size, mtime and inode) before any is renamed, so that no moment exists at which
+    segpipe's output stands under its name unrecorded.
+    """
     for path in paths:  # left by a run killed while writing this same output
         for stale in stale_partials(path):
             stale.unlink(missing_ok=True)
@@ -58,6 +66,8 @@ def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
         for temporary in temporaries:
             with temporary.open("rb+") as handle:
                 os.fsync(handle.fileno())
+        if ready is not None:
+            ready({str(path.resolve()): stamp(temp) for temp, path in zip(temporaries, paths, strict=True)})
         for temporary, path in zip(temporaries, paths, strict=True):
             os.replace(temporary, path)
     except OutputError:

@@ -7,8 +7,8 @@
   home folder, ``/``, an input or its folder, the output's folder, or any folder above
   them) are refused as workdirs even when marked.
 * An existing output file is replaced only when the user says ``overwrite``, or when a
-  stamp (size, mtime, inode) that segpipe recorded right after writing it still matches:
-  a rerun may replace its own earlier output, never a file someone put there since.
+  stamp (size, mtime, inode) that segpipe recorded when writing it still matches: a
+  rerun may replace its own earlier output, never a file someone put there since.
 """
 
 from __future__ import annotations
@@ -107,9 +107,13 @@ def stamp(path: Path) -> Stamp:
 
 
 def still_ours(path: Path, stamps: Mapping[str, Any]) -> bool:
-    """Whether ``path`` is unchanged since segpipe stamped it (``stamps`` maps paths to stamps)."""
+    """Whether ``path`` is unchanged since segpipe stamped it (``stamps`` maps paths to a stamp
+    or to a list of stamps: the latest and the one before, see ``Workdir.record``)."""
+    if not path.is_file() or path.is_symlink():
+        return False
     recorded = stamps.get(str(path.resolve()))
-    return path.is_file() and not path.is_symlink() and recorded == stamp(path)
+    current = stamp(path)
+    return recorded == current or (isinstance(recorded, list) and current in recorded)
 
 
 def check_outputs_free(paths: Iterable[Path], overwrite: bool, stamps: Mapping[str, Any]) -> None:

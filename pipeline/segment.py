@@ -507,8 +507,8 @@ def finish_run(workdir: Path) -> dict[str, Any] | None:
         probabilities,
         workdir,
         polygon_options,
+        Workdir.open(workdir).record,
     )
-    Workdir.open(workdir).record_written(paths.requested())
     if plan.remove_workdir:
         remove_workdir(workdir)
     return statistics

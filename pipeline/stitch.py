@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from pipeline.atomic import atomic_outputs
 from pipeline.dicom_seg import write_seg
 from pipeline.fingerprint import model_fingerprint
 from pipeline.labels import stored_label_dtype
+from pipeline.ownership import Stamp
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
 from pipeline.vectorize import PolygonOptions, polygonize, write_polygons
@@ -64,19 +68,25 @@ def write_outputs(
     probabilities: ZArray | None = None,
     scratch: Path | None = None,
     polygon_options: PolygonOptions | None = None,
+    ready: Callable[[dict[str, Stamp]], None] | None = None,
 ) -> dict[str, Any] | None:
     """Write every requested output via temp files renamed together; return the statistics if asked.
 
     Rasters: invalid pixels are nodata (255 in labels, NaN in probabilities, in no
     polygon, counted as invalid area). Volumes (NIfTI has no nodata): invalid voxels are
     background (0) in labels and NaN in probabilities. ``scratch`` (the workdir) holds
-    staging files for COGs.
+    staging files for COGs; without one, a new hidden folder beside the labels does (and is
+    removed), so a staging file never takes the name of someone else's file. ``ready`` gets
+    the outputs' stamps just before they are renamed (``atomic_outputs``).
     """
     kind, geometry = image_attrs["kind"], image_attrs["geometry"]
     label_dtype = stored_label_dtype(len(card.classes))
-    scratch = scratch or paths.labels.parent
     stats: dict[str, Any] | None = None
-    with atomic_outputs(paths.requested()) as temporaries:
+    with contextlib.ExitStack() as stack:
+        if scratch is None:
+            own = tempfile.TemporaryDirectory(prefix=".partial-staging-", dir=paths.labels.parent)
+            scratch = Path(stack.enter_context(own))
+        temporaries = stack.enter_context(atomic_outputs(paths.requested(), ready))
         temporary = dict(zip(paths.requested(), temporaries, strict=True))
         if kind == "raster":
             geo.write_labels(

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.errors import UsageError
 from pipeline.fingerprint import difference
-from pipeline.ownership import LAYOUT_VERSION, MARKER, Stamp, mark, marker, stamp
+from pipeline.ownership import LAYOUT_VERSION, MARKER, Stamp, mark, marker
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return content if isinstance(content, dict) else {}
 
 
-def written_stamps(path: Path) -> dict[str, Stamp]:
+def written_stamps(path: Path) -> dict[str, list[Stamp]]:
     """The outputs a marked workdir's runs wrote, with their stamps ({} when unmarked)."""
     if marker(path) is None:
         return {}
@@ -57,7 +57,7 @@ class Workdir:
         non-empty folder is refused here too, so that nothing else can reach ``rmtree``.
         """
         owned = marker(path)
-        written: dict[str, Stamp] = {}
+        written: dict[str, list[Stamp]] = {}
         reason: str | None = "new workdir"
         if owned is not None:
             stored = _read_manifest(path)
@@ -104,11 +104,12 @@ class Workdir:
             content["stages"].append(stage)
             self._write(content)
 
-    def record_written(self, paths: list[Path]) -> None:
-        """Stamp the outputs just renamed into place: a rerun may replace these files (and only
-        while they are unchanged) without ``--overwrite``."""
+    def record(self, stamps: dict[str, Stamp]) -> None:
+        """Record the stamps of outputs about to be renamed into place: a rerun may replace these
+        files (and only while they are unchanged) without ``--overwrite``. The stamp before is
+        kept too, for a run killed between this record and the rename."""
         content = self._read()
         written = content.setdefault("written", {})
-        for path in paths:
-            written[str(path.resolve())] = stamp(path)
+        for path, new in stamps.items():
+            written[path] = [new, *written.get(path, [])[:1]]
         self._write(content)

@@ -76,7 +76,9 @@ def test_a_changed_input_restarts_the_workdir(
     assert np.array_equal(_mask(output), _expected(scene, 0.5))
 
 
-def test_an_equal_fingerprint_resumes(capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path) -> None:
+def test_an_equal_fingerprint_resumes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path
+) -> None:
     card = threshold_card(tmp_path, 0.5)
     args = [scene, "-m", card, "-o", tmp_path / "mask.tif", "--workdir", tmp_path / "work"]
     _segment(capsys, *args)

@@ -48,7 +48,8 @@ def _refused(capsys: pytest.CaptureFixture[str], args: list[object], expected: s
     code, lines = _run(capsys, *args)
     assert code == 2, lines
     assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and expected in lines[0], lines
+    assert lines[0].startswith("error: "), lines
+    assert expected in lines[0], lines
 
 
 def test_a_users_folder_as_workdir_is_refused_and_untouched(
@@ -64,7 +65,9 @@ def test_a_users_folder_as_workdir_is_refused_and_untouched(
     output.parent.mkdir()
 
     _refused(capsys, _segment(scene, card, output, "--workdir", user), "was not created by segpipe")
-    _refused(capsys, _segment(scene, card, output, "--workdir", user, "--no-resume"), "not created by segpipe")
+    _refused(
+        capsys, _segment(scene, card, output, "--workdir", user, "--no-resume"), "not created by segpipe"
+    )
 
     assert _snapshot(user) == before
     assert list(output.parent.iterdir()) == []
