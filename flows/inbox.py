@@ -42,7 +42,7 @@ from flows.results import InboxEntry
 from flows.scenes import Scene, find_scenes, settled
 from pipeline import segment as stages
 from pipeline.errors import SegpipeError
-from pipeline.fingerprint import referenced_files
+from pipeline.fingerprint import difference, referenced_files
 from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"
@@ -156,7 +156,7 @@ class _Dispatcher:
             current = stages.run_fingerprint(scene.inputs, card, options, referenced_files(stored))
         except (OSError, SegpipeError) as exc:
             return f"cannot fingerprint ({exc})"
-        return layout.reuse_reason(manifest, current)
+        return difference(stored, current)
 
     def handle(self, scene: Scene, min_age_s: float) -> InboxEntry:
         inputs = [str(path) for path in scene.inputs]

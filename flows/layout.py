@@ -28,7 +28,6 @@ from typing import Any, cast
 
 from flows.names import inside
 from pipeline import ownership
-from pipeline.fingerprint import difference
 from pipeline.workdir import written_stamps
 
 STATE = ".segpipe"
@@ -89,15 +88,11 @@ def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwr
     an earlier run of it: stamped by its done manifest or by its workdir, and unchanged since."""
     content = _manifest(output_dir, name)
     recorded = content.get("stamps") if isinstance(content, dict) else None
-    stamps = {**written_stamps(workdir(output_dir, name)), **(recorded if isinstance(recorded, dict) else {})}
+    stamps: dict[str, list[Any]] = {}
+    for source in (written_stamps(workdir(output_dir, name)), recorded if isinstance(recorded, dict) else {}):
+        for path, value in source.items():
+            stamps.setdefault(path, []).extend(value if isinstance(value, list) else [value])
     ownership.check_outputs_free(paths, overwrite, stamps)
-
-
-def reuse_reason(manifest: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
-    """None when a finished unit may be reused, else why it is recomputed."""
-    if manifest is None:
-        return "no earlier result"
-    return difference(manifest.get("fingerprint"), current)
 
 
 def remove_workdir(output_dir: Path, name: str) -> None:

@@ -47,7 +47,7 @@ from pipeline import ownership
 from pipeline import segment as stages
 from pipeline.devices import resolve_device
 from pipeline.errors import InputError, SegpipeError
-from pipeline.fingerprint import referenced_files
+from pipeline.fingerprint import difference, referenced_files
 from pipeline.workdir import Workdir
 from unet.card import ModelCard, load_card
 
@@ -171,7 +171,7 @@ def reused(
         current = stages.run_fingerprint([Path(case.path)], card, options, referenced_files(stored))
     except (OSError, SegpipeError) as exc:
         return None, f"cannot fingerprint the input ({exc})"
-    reason = layout.reuse_reason(manifest, current)
+    reason = difference(stored, current)
     if reason is not None:
         return None, reason
     return CaseResult.model_validate({**manifest, "status": "reused", "reason": ""}), ""

@@ -72,8 +72,8 @@ def test_a_changed_input_restarts_the_workdir(
 
     err = _segment(capsys, *args)
 
-    assert "starting clean (input changed)" in err
     assert np.array_equal(_mask(output), _expected(scene, 0.5))
+    assert "starting clean (input changed)" in err
 
 
 def test_an_equal_fingerprint_resumes(
