@@ -172,7 +172,7 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
         result = result.model_copy(
             update={
                 "outputs": outputs,
-                "fingerprint": workdir_state.manifest,
+                "fingerprint": workdir_state.fingerprint,
                 "stamps": layout.stamp_outputs(Path(path) for path in outputs.values()),
             }
         )

@@ -148,7 +148,7 @@ def segment_case(
             timings=timings,
             device=str(resolve_device(inference.device)),
             worker=current_worker(),
-            fingerprint=Workdir.open(workdir).manifest,
+            fingerprint=Workdir.open(workdir).fingerprint,
             stamps=layout.stamp_outputs([*outputs.values(), quicklook]),
         )
         layout.write_manifest(out, case.name, result.model_dump(mode="json"))

@@ -45,7 +45,7 @@ def written_stamps(path: Path) -> dict[str, list[Stamp]]:
 @dataclass
 class Workdir:
     path: Path
-    manifest: dict[str, Any]
+    fingerprint: dict[str, Any]
     reason: str | None = None
 
     @classmethod
