@@ -17,7 +17,7 @@ from pipeline.errors import OutputError
 from pipeline.ownership import Stamp, stamp
 
 # side files GDAL (.aux.xml, overviews, masks) and SQLite (GeoPackage journals) add to a name
-SIDE_FILES = r"(\.aux\.xml|\.ovr|\.msk|-journal|-wal|-shm)?"
+SIDE_FILES = r"(\.aux\.xml|\.ovr|\.ovr\.tmp|\.msk|-journal|-wal|-shm)?"
 
 
 def check_writable(path: Path) -> None:

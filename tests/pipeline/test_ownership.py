@@ -205,6 +205,7 @@ def test_only_a_killed_runs_own_temporary_files_are_swept(tmp_path: Path) -> Non
         tmp_path / ".partial-123-mask.tif",
         tmp_path / ".partial-9-mask.tif.aux.xml",
         tmp_path / ".partial-77-mask.tif.ovr",
+        tmp_path / ".partial-78-mask.tif.ovr.tmp",
     ]
     theirs = [
         tmp_path / ".partial-notes-mask.tif",
