@@ -5,7 +5,9 @@ prepare (check + ingest, and the run's device kind and precision, decided once) 
 cluster has any), so the plan's device is what the workers have -> finish (outputs on the scene's grid) ->
 report (quick-look, artifacts, done manifest). Tasks exchange the workdir path only;
 the workdir lives under ``output_dir`` and survives a failure, so rerunning the same
-scene resumes: ingest is skipped and finished chunk rows are kept.
+scene resumes: ingest is skipped and finished chunk rows are kept. Existing outputs are
+replaced only when an earlier run of the scene wrote them (stamped in its done manifest
+or workdir), or with ``overwrite``.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from flows.reports import RunProgress, flood_markdown, publish_image, publish_ma
 from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from flows.scenes import scene_inputs, scene_name
+from pipeline import ownership
 from pipeline import segment as stages
 from pipeline.devices import region_device
 from pipeline.errors import UsageError
 from pipeline.infer import Progress
 from pipeline.quicklook import workdir_quicklook
+from pipeline.segment import SegmentOptions
+from pipeline.workdir import Workdir
 from unet.card import load_card
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,29 @@ def flood_outputs(output_dir: Path, name: str, probabilities: bool) -> dict[str,
     return outputs
 
 
+def scene_options(
+    output_dir: Path,
+    name: str,
+    inference: InferenceOptions,
+    polygons: PolygonSettings,
+    probabilities: bool,
+    overwrite: bool = False,
+    allow_remote: bool = False,
+) -> SegmentOptions:
+    """The library options of a scene's run (also what the inbox fingerprints to decide reuse)."""
+    outputs = flood_outputs(output_dir, name, probabilities)
+    return inference.segment_options(
+        layout.workdir(output_dir, name),
+        stats=outputs["stats"],
+        probabilities=outputs.get("probabilities"),
+        polygons=outputs["polygons"],
+        polygon_settings=polygons,
+        resume=not overwrite,
+        overwrite=True,  # the flow has checked which existing outputs it may replace
+        allow_remote=allow_remote,
+    )
+
+
 @task(name="prepare-scene", cache_policy=NONE)
 def prepare_scene(
     inputs: list[str],
@@ -65,20 +93,16 @@ def prepare_scene(
     polygons: PolygonSettings,
     probabilities: bool,
     allow_remote: bool = False,
+    overwrite: bool = False,
 ) -> Prepared:
     """Check the scene and the card, ingest the scene to zarr (or resume), plan ``regions`` row ranges."""
     with library_logs():
         started = time.perf_counter()
         out = Path(output_dir)
         outputs = flood_outputs(out, name, probabilities)
-        options = inference.segment_options(
-            layout.workdir(out, name),
-            stats=outputs["stats"],
-            probabilities=outputs.get("probabilities"),
-            polygons=outputs["polygons"],
-            polygon_settings=polygons,
-            allow_remote=allow_remote,
-        )
+        quicklook = layout.output(out, name, ".quicklook.png")
+        layout.check_replaceable(out, name, [*outputs.values(), quicklook], overwrite)
+        options = scene_options(out, name, inference, polygons, probabilities, overwrite, allow_remote)
         workdir = stages.prepare_run([Path(p) for p in inputs], load_card(card), outputs["labels"], options)
         return Prepared(
             workdir=str(workdir),
@@ -149,8 +173,17 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
         )
         temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
         temporary.write_bytes(png)
+        workdir_state = Workdir.open(Path(workdir))
+        workdir_state.record({str(Path(quicklook).resolve()): ownership.stamp(temporary)})
         temporary.replace(quicklook)
-        result = result.model_copy(update={"outputs": {**result.outputs, "quicklook": quicklook}})
+        outputs = {**result.outputs, "quicklook": quicklook}
+        result = result.model_copy(
+            update={
+                "outputs": outputs,
+                "fingerprint": workdir_state.fingerprint,
+                "stamps": layout.stamp_outputs(Path(path) for path in outputs.values()),
+            }
+        )
         key = artifact_key("flood", result.name)
         publish_image(f"{key}-quicklook", png, f"{result.name}: classes over the input, with their areas")
         publish_markdown(f"{key}-report", flood_markdown(result), f"Flood mapping report for {result.name}")
@@ -178,6 +211,7 @@ def flood_mapping(
     inference: InferenceOptions | None = None,
     polygons: PolygonSettings | None = None,
     allow_remote: bool = False,
+    overwrite: bool = False,
 ) -> SceneResult:
     """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
 
@@ -186,7 +220,8 @@ def flood_mapping(
     card path or bundled card name. ``regions``: row ranges inferred as separate tasks
     on the Dask cluster at ``dask_address`` (a local one when empty). ``allow_remote``:
     files the scene names (VRT sources, STAC assets) may be remote or outside its folder
-    (docs/SECURITY.md).
+    (docs/SECURITY.md). Existing files the scene's earlier runs did not write are replaced
+    only with ``overwrite`` (which also starts the workdir clean).
     """
     with library_logs():
         if regions < 1:
@@ -220,6 +255,7 @@ def flood_mapping(
                         "polygons": polygons,
                         "probabilities": probabilities,
                         "allow_remote": allow_remote,
+                        "overwrite": overwrite,
                     },
                 ).result()
                 progress.advance("ingested")

@@ -2,9 +2,11 @@
 
 Run on a schedule (prefect.yaml: every 15 minutes, on the ``cpu`` pool). A scene is
 skipped when it is done (its done manifest and every output it lists exist,
-``flows.layout``), when a ``flood-mapping`` run for it is still scheduled or running
-(runs carry the tag ``scene:NAME``), or while its file changed less than
-``min_age_s`` ago (a copy may be in progress). Anything else starts a run: as a run of
+``flows.layout``, and its fingerprint, input, model and options, is unchanged: new
+weights under the same card path make it due again, with the reason in the table),
+when a ``flood-mapping`` run for it is still scheduled or running (runs carry the tag
+``scene:NAME``), or while its file changed less than ``min_age_s`` ago (a copy may be
+in progress). Anything else starts a run: as a run of
 the ``flood-mapping`` deployment when it exists (a GPU worker picks it up; this flow
 does not wait), else as a subflow here. A scene that failed before is simply started
 again and resumes from its workdir under ``output_dir``.
@@ -31,13 +33,17 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from flows import layout
-from flows.flood_mapping import flood_mapping
+from flows.flood_mapping import flood_mapping, scene_options
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.options import InferenceOptions, PolygonSettings
 from flows.reports import inbox_rows, publish_table
 from flows.results import InboxEntry
 from flows.scenes import Scene, find_scenes, settled
+from pipeline import segment as stages
+from pipeline.errors import SegpipeError
+from pipeline.fingerprint import difference, referenced_files
+from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"
 IN_FLIGHT = [
@@ -143,11 +149,28 @@ class _Dispatcher:
     polygons: PolygonSettings
     allow_remote: bool
 
+    def redo_reason(self, scene: Scene) -> str | None:
+        """None when the scene's finished result may stand; why not otherwise ("" when it has none)."""
+        manifest = layout.read_manifest(self.out, scene.name)
+        if manifest is None:
+            return ""
+        options = scene_options(self.out, scene.name, self.inference, self.polygons, probabilities=False)
+        stored = manifest.get("fingerprint") or {}
+        try:
+            card = load_card(self.model)
+            current = stages.run_fingerprint(scene.inputs, card, options, referenced_files(stored))
+        except (OSError, SegpipeError) as exc:
+            return f"cannot fingerprint ({exc})"
+        return difference(stored, current)
+
     def handle(self, scene: Scene, min_age_s: float) -> InboxEntry:
         inputs = [str(path) for path in scene.inputs]
         entry = InboxEntry(name=scene.name, inputs=inputs, status="done")
-        if layout.read_manifest(self.out, scene.name) is not None:
+        reason = self.redo_reason(scene)
+        if reason is None:
             return entry.model_copy(update={"detail": "outputs exist"})
+        if reason:
+            entry = entry.model_copy(update={"detail": reason})
         running = in_flight(scene.name)
         if running:
             return entry.model_copy(update={"status": "running", "flow_run_id": running})
@@ -176,7 +199,11 @@ class _Dispatcher:
                 ),
             )
             return entry.model_copy(
-                update={"status": "started", "detail": self.deployment, "flow_run_id": str(run.id)}
+                update={
+                    "status": "started",
+                    "detail": "; ".join(filter(None, [entry.detail, self.deployment])),
+                    "flow_run_id": str(run.id),
+                }
             )
         with tags(scene_tag(scene.name)):
             state = flood_mapping(

@@ -11,18 +11,24 @@ output_dir/
 
 A unit is done when its manifest exists **and** every output it lists exists: the
 manifest is written (temp file + rename) only after every output has been renamed into
-place, so a crash at any point leaves either no manifest or a complete set.
+place, so a crash at any point leaves either no manifest or a complete set. The
+manifest holds the run's fingerprint (reused only when equal, ``pipeline.fingerprint``)
+and a stamp of every output, which is what lets a later run replace them: an existing
+file that neither the manifest nor the unit's workdir stamped is replaced only with
+``overwrite``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
 from flows.names import inside
+from pipeline import ownership
+from pipeline.workdir import written_stamps
 
 STATE = ".segpipe"
 
@@ -54,13 +60,16 @@ def write_manifest(output_dir: Path, name: str, content: dict[str, Any]) -> Path
     return path
 
 
+def _manifest(output_dir: Path, name: str) -> Any:
+    try:
+        return json.loads(manifest_path(output_dir, name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
 def read_manifest(output_dir: Path, name: str) -> dict[str, Any] | None:
     """The done manifest when the unit is complete (every listed output exists), else None."""
-    path = manifest_path(output_dir, name)
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    content = _manifest(output_dir, name)
     outputs = content.get("outputs") if isinstance(content, dict) else None
     if not isinstance(outputs, dict) or not outputs:
         return None
@@ -69,6 +78,24 @@ def read_manifest(output_dir: Path, name: str) -> dict[str, Any] | None:
     return cast(dict[str, Any], content)
 
 
+def stamp_outputs(paths: Iterable[Path]) -> dict[str, dict[str, int]]:
+    """Stamps of outputs just written, for the done manifest."""
+    return {str(path.resolve()): ownership.stamp(path) for path in paths}
+
+
+def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse (``OutputError``) when one of the unit's outputs exists but is not provably from
+    an earlier run of it: stamped by its done manifest or by its workdir, and unchanged since."""
+    content = _manifest(output_dir, name)
+    recorded = content.get("stamps") if isinstance(content, dict) else None
+    stamps: dict[str, list[Any]] = {}
+    for source in (written_stamps(workdir(output_dir, name)), recorded if isinstance(recorded, dict) else {}):
+        for path, value in source.items():
+            stamps.setdefault(path, []).extend(value if isinstance(value, list) else [value])
+    ownership.check_outputs_free(paths, overwrite, stamps)
+
+
 def remove_workdir(output_dir: Path, name: str) -> None:
-    """Drop the workdir once the manifest is written (the zarr copy can be as big as the input)."""
-    shutil.rmtree(workdir(output_dir, name), ignore_errors=True)
+    """Drop the workdir once the manifest is written (the zarr copy can be as big as the input);
+    only a workdir segpipe marked is removed."""
+    ownership.remove_workdir(workdir(output_dir, name))

@@ -38,6 +38,8 @@ class InferenceOptions(BaseModel):
         polygons: Path | None = None,
         polygon_settings: PolygonSettings | None = None,
         allow_remote: bool = False,
+        resume: bool = True,
+        overwrite: bool = False,
     ) -> SegmentOptions:
         """``SegmentOptions`` with an explicit workdir (kept after a failure, so reruns resume).
 
@@ -58,7 +60,8 @@ class InferenceOptions(BaseModel):
             simplify=polygon_settings.simplify,
             stats=stats,
             workdir=workdir,
-            resume=True,
+            resume=resume,
+            overwrite=overwrite,
             allow_remote=allow_remote,
             max_pixels=self.max_pixels,
         )

@@ -46,6 +46,12 @@ class SceneResult(_Record):
     timings: dict[str, float]
     gpu_requested: bool
     flow_run_id: str = ""
+    fingerprint: dict[str, Any] = Field(
+        default_factory=dict, description="Input, model (weights SHA-256), options: decides reuse"
+    )
+    stamps: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Size, mtime, inode of each output as written (ownership)"
+    )
 
 
 CaseStatus = Literal["done", "reused", "quarantined", "failed"]
@@ -65,6 +71,12 @@ class CaseResult(_Record):
     timings: dict[str, float] = Field(default_factory=dict)
     device: str = ""
     worker: str = ""
+    fingerprint: dict[str, Any] = Field(
+        default_factory=dict, description="Input, model (weights SHA-256), options: decides reuse"
+    )
+    stamps: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Size, mtime, inode of each output as written (ownership)"
+    )
 
 
 class ArchiveReport(_Record):

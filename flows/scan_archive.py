@@ -7,9 +7,11 @@ A case the library refuses (``SegpipeError``: unreadable file, no usable series)
 quarantined with its reason and not retried; unexpected errors are retried, and if
 they persist the case is reported as failed and the run ends Failed after the report
 is written. Inputs are only read, never moved or copied; outputs are written
-atomically, so a broken case leaves no mask. With ``pseudonymize`` cases are named by a
-keyed hash (``flows.pseudonyms``) in every output name, log line, task run, artifact and
-report, and a case's paths are replaced by its ID in its logs and errors.
+atomically, so a broken case leaves no mask. A finished case is reused only when its
+fingerprint (input, model, options) is unchanged; otherwise it is recomputed and the
+report says why. With ``pseudonymize`` cases are named by a keyed hash
+(``flows.pseudonyms``) in every output name, log line, task run, artifact and report, and
+a case's paths are replaced by its ID in its logs and errors.
 """
 
 from __future__ import annotations
@@ -44,12 +46,16 @@ from flows.reports import (
 )
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
+from pipeline import ownership
 from pipeline import segment as stages
 from pipeline.errors import InputError, SegpipeError
+from pipeline.fingerprint import difference, referenced_files
 from pipeline.quicklook import workdir_quicklook
-from unet.card import load_card
+from pipeline.workdir import Workdir
+from unet.card import ModelCard, load_card
 
 REPORT = "scan-archive-report.json"
+REPORT_UNIT = ".scan-archive-report"  # its done manifest; case names never start with a dot
 
 
 def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
@@ -77,14 +83,26 @@ def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
     tags=["gpu"],
 )
 def segment_case(
-    case: Case, card: str, output_dir: str, inference: InferenceOptions, allow_remote: bool = False
+    case: Case,
+    card: str,
+    output_dir: str,
+    inference: InferenceOptions,
+    overwrite: bool = False,
+    reason: str = "",
+    allow_remote: bool = False,
 ) -> CaseResult:
-    """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad."""
+    """Segment one case into its outputs; its workdir is kept for a retry unless the input is bad.
+
+    Existing outputs are replaced only when an earlier run of this case wrote them, or with
+    ``overwrite`` (which also starts the workdir clean); ``reason`` says why it is (re)computed.
+    """
     hidden = hidden_paths(Path(case.path), case.name) if case.pseudonymised else nullcontext()
     with library_logs(), hidden:
         out = Path(output_dir)
         outputs = case_outputs(out, case)
         workdir_path = layout.workdir(out, case.name)
+        quicklook = layout.output(out, case.name, ".quicklook.png")
+        layout.check_replaceable(out, case.name, [*outputs.values(), quicklook], overwrite)
         model = load_card(card)
         inputs = [Path(case.path)]
         timings: dict[str, float] = {}
@@ -98,7 +116,11 @@ def segment_case(
 
         try:
             options = inference.segment_options(
-                workdir_path, stats=outputs["stats"], allow_remote=allow_remote
+                workdir_path,
+                stats=outputs["stats"],
+                resume=not overwrite,
+                overwrite=True,
+                allow_remote=allow_remote,
             )
             workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
             device = stages.RunPlan.load(workdir).device
@@ -111,7 +133,9 @@ def segment_case(
             lap("write")
             if "seg" in outputs:
                 # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
-                seg_options = inference.segment_options(workdir_path, allow_remote=allow_remote)
+                seg_options = inference.segment_options(
+                    workdir_path, overwrite=True, allow_remote=allow_remote
+                )
                 stages.prepare_run(inputs, model, outputs["seg"], seg_options)
                 stages.run_rows(workdir)
                 stages.finish_run(workdir)
@@ -120,9 +144,9 @@ def segment_case(
             layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
             raise
         png = workdir_quicklook(workdir, None, model.classes, statistics, f"{case.name}: {model.name}")
-        quicklook = layout.output(out, case.name, ".quicklook.png")
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
+        Workdir.open(workdir).record({str(quicklook.resolve()): ownership.stamp(temporary)})
         temporary.replace(quicklook)
         publish_image(
             artifact_key("scan", case.name, "quicklook"),
@@ -134,23 +158,40 @@ def segment_case(
             input=case.input,
             kind=case.kind,
             status="done",
+            reason=reason,
             outputs={kind: str(path) for kind, path in {**outputs, "quicklook": quicklook}.items()},
             volumes_ml=_volumes(statistics),
             timings=timings,
             device=device,
             worker=current_worker(),
+            fingerprint=Workdir.open(workdir).fingerprint,
+            stamps=layout.stamp_outputs([*outputs.values(), quicklook]),
         )
         layout.write_manifest(out, case.name, result.model_dump(mode="json"))
         layout.remove_workdir(out, case.name)
         return result
 
 
-def reused(output_dir: Path, case: Case) -> CaseResult | None:
-    """The case's result from an earlier run, if that run finished it from the same input."""
+def reused(
+    output_dir: Path, case: Case, card: ModelCard, inference: InferenceOptions
+) -> tuple[CaseResult | None, str]:
+    """The case's result from an earlier run if its fingerprint (input, model, options) is
+    unchanged; else None and why not ("" when there is no earlier result)."""
     manifest = layout.read_manifest(output_dir, case.name)
-    if manifest is None or manifest.get("input") != case.input:
-        return None
-    return CaseResult.model_validate({**manifest, "status": "reused"})
+    if manifest is None:
+        return None, ""
+    outputs = case_outputs(output_dir, case)
+    options = inference.segment_options(layout.workdir(output_dir, case.name), stats=outputs["stats"])
+    stored = manifest.get("fingerprint") or {}
+    try:
+        current = stages.run_fingerprint([Path(case.path)], card, options, referenced_files(stored))
+    except (OSError, SegpipeError) as exc:
+        detail = type(exc).__name__ if case.pseudonymised else str(exc)
+        return None, f"cannot fingerprint the input ({detail})"
+    reason = difference(stored, current)
+    if reason is not None:
+        return None, reason
+    return CaseResult.model_validate({**manifest, "status": "reused", "reason": ""}), ""
 
 
 def _refused(case: Case, error: BaseException | None) -> CaseResult:
@@ -181,7 +222,9 @@ def scan_archive(
     """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
     ``output_dir``.
 
-    Cases finished by an earlier run from the same input are reused unless ``overwrite``.
+    Cases finished by an earlier run with the same fingerprint (input, model, options) are
+    reused unless ``overwrite``; the others are recomputed, with the reason in the report.
+    Existing files segpipe did not write are replaced only with ``overwrite``.
     ``dask_address``: the Dask scheduler whose workers run the cases (a local cluster
     when empty). ``pseudonymize``: name cases by a keyed hash of their path (key in
     ``SEGPIPE_PSEUDONYM_KEY``); the only link back is ``output_dir/pseudonyms.csv``.
@@ -199,6 +242,8 @@ def scan_archive(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
+        report_path = out / REPORT
+        layout.check_replaceable(out, REPORT_UNIT, [report_path], overwrite)
         runner_for_cases = task_runner(dask_address)  # a refused scheduler fails before any case
         cases, ignored = find_cases(root, exclude=out, key=secret, follow_symlinks=follow_symlinks)
         if secret is not None:
@@ -215,11 +260,13 @@ def scan_archive(
         progress = RunProgress(f"{key}-progress", len(cases), f"cases of {root.name}")
 
         results: dict[str, CaseResult] = {}
-        todo: list[Case] = []
+        todo: dict[Case, str] = {}
         for case in cases:
-            earlier = None if overwrite else reused(out, case)
+            earlier, why = (None, "overwrite") if overwrite else reused(out, case, card, inference)
             if earlier is None:
-                todo.append(case)
+                todo[case] = why
+                if why:
+                    logger.info("case %s: recomputed (%s)", case.name, why)
             else:
                 results[case.name] = earlier
                 progress.advance(f"{case.name} reused")
@@ -235,10 +282,12 @@ def scan_archive(
                                 "card": str(card.card_path),
                                 "output_dir": str(out),
                                 "inference": inference,
+                                "overwrite": overwrite,
+                                "reason": why,
                                 "allow_remote": allow_remote,
                             },
                         ): case
-                        for case in todo
+                        for case, why in todo.items()
                     }
                 for future in as_completed(list(futures)):
                     case = futures[future]
@@ -267,8 +316,9 @@ def scan_archive(
             cases=[results[case.name] for case in cases],
             ignored=ignored,
         )
-        report_path = out / REPORT
         write_report(report_path, report)
+        stamps = layout.stamp_outputs([report_path])
+        layout.write_manifest(out, REPORT_UNIT, {"outputs": {"report": str(report_path)}, "stamps": stamps})
         publish_table(
             f"{key}-cases", case_rows(report), f"Every case of {root}: status, reason, outputs, volumes"
         )

@@ -9,10 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
+from pipeline.ownership import Stamp, stamp
+
+# side files GDAL (.aux.xml, overviews, masks) and SQLite (GeoPackage journals) add to a name
+SIDE_FILES = r"(\.aux\.xml|\.ovr|\.ovr\.tmp|\.msk|-journal|-wal|-shm)?"
 
 
 def check_writable(path: Path) -> None:
@@ -31,11 +36,29 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".partial-{os.getpid()}-{path.name}")
 
 
+def stale_partials(path: Path) -> list[Path]:
+    """Temporary files a killed run left for ``path``: exactly ``temporary_name`` (any process id)
+    plus a writer's side files, and regular files only; a user's file never has such a name."""
+    pattern = re.compile(rf"\.partial-\d+-{re.escape(path.name)}{SIDE_FILES}")
+    return [
+        entry
+        for entry in path.parent.glob(".partial-*")
+        if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink()
+    ]
+
+
 @contextlib.contextmanager
-def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
-    """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name."""
+def atomic_outputs(
+    paths: list[Path], ready: Callable[[dict[str, Stamp]], None] | None = None
+) -> Iterator[list[Path]]:
+    """Yield temporary paths; once the block succeeds, fsync each and rename it to its final name.
+
+    ``ready`` receives the stamps the outputs will have under their final names (a rename
+    keeps size, mtime and inode) before any is renamed, so that no moment exists at which
+    segpipe's output stands under its name unrecorded.
+    """
     for path in paths:  # left by a run killed while writing this same output
-        for stale in path.parent.glob(f".partial-*-{path.name}*"):  # with GDAL side files
+        for stale in stale_partials(path):
             stale.unlink(missing_ok=True)
     temporaries = [temporary_name(path) for path in paths]
     try:
@@ -43,6 +66,8 @@ def atomic_outputs(paths: list[Path]) -> Iterator[list[Path]]:
         for temporary in temporaries:
             with temporary.open("rb+") as handle:
                 os.fsync(handle.fileno())
+        if ready is not None:
+            ready({str(path.resolve()): stamp(temp) for temp, path in zip(temporaries, paths, strict=True)})
         for temporary, path in zip(temporaries, paths, strict=True):
             os.replace(temporary, path)
     except OutputError:

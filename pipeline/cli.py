@@ -72,6 +72,9 @@ def _root(
 
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Warnings only; no progress bar.")]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace output files that already exist (refused without).")
+]
 
 
 def _configure_logging(verbose: bool, quiet: bool) -> None:
@@ -263,6 +266,7 @@ def segment(
         Path | None,
         typer.Option("--quicklook", help="Also write a PNG of the mask over the input, with a legend."),
     ] = None,
+    overwrite: Overwrite = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -293,6 +297,7 @@ def segment(
         resume=not no_resume,
         allow_remote=allow_remote,
         max_pixels=max_pixels,
+        overwrite=overwrite,
     )
     result = _with_progress(
         "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)
@@ -357,6 +362,7 @@ def train(
         float, typer.Option("--foreground", help="Share of patches centred on a foreground pixel.")
     ] = 0.5,
     init: Annotated[Path | None, typer.Option("--init", help="Weights to fine-tune from.")] = None,
+    overwrite: Overwrite = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -375,6 +381,7 @@ def train(
         train_columns=_span(train_columns, "--train-columns"),
         val_columns=_span(val_columns, "--val-columns"),
         init=init,
+        overwrite=overwrite,
     )
     result = _with_progress(
         "steps",

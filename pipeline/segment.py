@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pipeline.devices import AUTOCAST_DTYPES, plan_precision, region_device, res
 from pipeline.dicom import open_dicom
 from pipeline.dicom_seg import SegSource, collect_seg_source, is_seg
 from pipeline.errors import InputError, SegpipeError, UsageError
+from pipeline.fingerprint import fingerprint
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
@@ -33,6 +33,7 @@ from pipeline.labels import labels_from_probabilities, stored_label_dtype
 from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size
 from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
+from pipeline.ownership import check_outputs_free, check_workdir, remove_workdir
 from pipeline.prepare import Preparation, ValidMask
 from pipeline.references import check_inputs
 from pipeline.resample import model_shape, resample
@@ -41,7 +42,7 @@ from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import OutputPaths, write_outputs
 from pipeline.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
 from pipeline.vectorize import PolygonOptions, check_polygon_output
-from pipeline.workdir import Workdir, fingerprint
+from pipeline.workdir import Workdir, written_stamps
 from unet.card import ModelCard, load_card
 from unet.loaders import load_network
 from unet.recipes import recipe_networks, run_recipe
@@ -72,6 +73,7 @@ class SegmentOptions:
     resume: bool = True
     allow_remote: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS  # declared pixels/voxels allowed; 0: no limit
+    overwrite: bool = False
 
 
 @dataclass
@@ -330,10 +332,43 @@ def default_workdir(output: Path) -> Path:
     return output.parent / f".{output.name}.segpipe-work"
 
 
+def result_options(card: ModelCard, options: SegmentOptions) -> dict[str, Any]:
+    """The options that change a run's result, as they go into its fingerprint.
+
+    Output paths are not among them (the same workdir may write another output, e.g. a
+    DICOM SEG after the NIfTI mask); what was asked, not what it resolved to, is recorded
+    ("auto" stays "auto"), so a flow can compute it where it does not run the case.
+    """
+    return {
+        "bands": options.bands,
+        "series": options.series,
+        "patch": list(_patch_size(card, options.patch_size)),
+        "overlap": card.overlap if options.overlap is None else options.overlap,
+        "batch_size": options.batch_size,
+        "device": options.device,
+        "precision": options.precision,
+        "probabilities": options.probabilities is not None,
+        "polygon_classes": options.polygon_classes,
+        "min_area_m2": options.min_area_m2,
+        "simplify": options.simplify,
+    }
+
+
+def run_fingerprint(
+    inputs: list[Path], card: ModelCard, options: SegmentOptions, referenced: list[Path] | None = None
+) -> dict[str, Any]:
+    """The fingerprint of segmenting ``inputs`` with ``card`` and ``options`` (see pipeline.fingerprint)."""
+    return fingerprint(inputs, card, result_options(card, options), referenced or [])
+
+
 def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: SegmentOptions) -> Path:
     """Check everything, ingest (or resume), create the intermediates; return the workdir."""
     if card.card_path is None:
         raise UsageError(f"model '{card.name}' must be loaded from a card file")
+    workdir_path = (options.workdir or default_workdir(output)).expanduser()
+    paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
+    check_outputs_free(paths.requested(), options.overwrite, written_stamps(workdir_path))
+    check_workdir(workdir_path, inputs, paths.requested())
     kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
@@ -342,7 +377,6 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     source, bands = open_source(
         inputs, card, options.bands, options.series, options.allow_remote, options.max_pixels
     )
-    paths = OutputPaths(output, options.probabilities, options.polygons, options.stats)
     _check_outputs(paths, source, inputs)
     _check_areas(paths, source, inputs)
     seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
@@ -364,26 +398,15 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
         raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
     device = resolve_device(options.device)
     precision = plan_precision(options.precision, device, card.amp, _no_autocast(card))
-    autocast = AUTOCAST_DTYPES[precision]
     # a bad weights file fails here, before any work
     if card.recipe is not None:
         recipe_networks(card, device)
     else:
         load_network(card, device)
 
-    parameters = {
-        "bands": bands,
-        "patch": list(patch),
-        "overlap": overlap,
-        "batch_size": options.batch_size,
-        "blend": card.blend,
-        "device": device.type,
-        "autocast": str(autocast),
-        "probabilities": options.probabilities is not None,
-    }
-    workdir_path = options.workdir or default_workdir(output)
-    files = list(dict.fromkeys([*inputs, *source.paths]))
-    workdir = Workdir.prepare(workdir_path, fingerprint(files, card, parameters), options.resume)
+    current = run_fingerprint(inputs, card, options, source.paths)
+    resume = options.resume and _same_engine(workdir_path, device, precision)
+    workdir = Workdir.prepare(workdir_path, current, resume)
     folder = workdir.path
     if seg_source is not None:
         seg_source.save(folder)  # finishing must not read the source again
@@ -437,6 +460,28 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
     (folder / PLAN).write_text(plan.model_dump_json(indent=1))
     log.info("%s runs on %s in %s", card.name, device, precision)
     return folder
+
+
+def _same_engine(workdir: Path, device: torch.device, precision: str) -> bool:
+    """Whether an earlier plan in ``workdir`` ran on the same device kind in the same precision:
+    chunks of one output never mix devices or precisions, so a resume across them starts clean."""
+    if not (workdir / PLAN).is_file():
+        return True
+    try:
+        earlier = RunPlan.load(workdir)
+    except (OSError, ValueError):
+        return True  # no usable plan: the fingerprint alone decides
+    same = torch.device(earlier.device).type == device.type and earlier.precision == precision
+    if not same:
+        log.info(
+            "%s: the earlier run planned %s in %s, this one %s in %s: starting clean",
+            workdir,
+            torch.device(earlier.device).type,
+            earlier.precision,
+            device.type,
+            precision,
+        )
+    return same
 
 
 def _no_autocast(card: ModelCard) -> str:
@@ -593,9 +638,10 @@ def finish_run(workdir: Path) -> dict[str, Any] | None:
         workdir,
         polygon_options,
         SegSource.load(workdir) if is_seg(paths.labels) else None,
+        Workdir.open(workdir).record,
     )
     if plan.remove_workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
     return statistics
 
 
@@ -617,7 +663,7 @@ def segment(
     except SegpipeError:
         # bad input: nothing worth resuming; a crash or kill keeps the workdir instead
         if fresh:
-            shutil.rmtree(default_workdir(output), ignore_errors=True)
+            remove_workdir(default_workdir(output))
         raise
     return SegmentResult(
         output=output,

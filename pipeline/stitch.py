@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,9 @@ from pipeline.areas import class_statistics
 from pipeline.atomic import atomic_outputs
 from pipeline.dicom_seg import SegSource, is_seg, write_seg
 from pipeline.errors import UsageError
+from pipeline.fingerprint import model_fingerprint
 from pipeline.labels import stored_label_dtype
+from pipeline.ownership import Stamp
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
 from pipeline.vectorize import PolygonOptions, polygonize, write_polygons
@@ -43,13 +48,16 @@ class OutputPaths:
 def statistics(
     image_attrs: dict[str, Any], card: ModelCard, labels: ZArray, valid: ValidMask | None
 ) -> dict[str, Any]:
-    """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL)."""
+    """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL), and the model
+    that made the mask (name, version, weights SHA-256), so every mask traces to its weights."""
     geometry = image_attrs["geometry"]
     if image_attrs["kind"] == "raster":
         result = class_statistics(labels, valid, geometry, card.classes)
     else:
         result = volume_statistics(labels, valid, geometry, card.classes)
-    return {"model": card.name, "inputs": image_attrs["paths"], **result}
+    identity = model_fingerprint(card)
+    model = {key: identity[key] for key in ("name", "version", "weights_sha256")}
+    return {"model": model, "inputs": image_attrs["paths"], **result}
 
 
 def write_outputs(
@@ -62,19 +70,26 @@ def write_outputs(
     scratch: Path | None = None,
     polygon_options: PolygonOptions | None = None,
     seg_source: SegSource | None = None,
+    ready: Callable[[dict[str, Stamp]], None] | None = None,
 ) -> dict[str, Any] | None:
     """Write every requested output via temp files renamed together; return the statistics if asked.
 
     Rasters: invalid pixels are nodata (255 in labels, NaN in probabilities, in no
     polygon, counted as invalid area). Volumes (NIfTI has no nodata): invalid voxels are
     background (0) in labels and NaN in probabilities. ``scratch`` (the workdir) holds
-    staging files for COGs; ``seg_source`` is what a DICOM SEG output references.
+    staging files for COGs; without one, a new hidden folder beside the labels does (and is
+    removed), so a staging file never takes the name of someone else's file. ``seg_source``
+    is what a DICOM SEG output references. ``ready`` gets the outputs' stamps just before
+    they are renamed (``atomic_outputs``).
     """
     kind, geometry = image_attrs["kind"], image_attrs["geometry"]
     label_dtype = stored_label_dtype(len(card.classes))
-    scratch = scratch or paths.labels.parent
     stats: dict[str, Any] | None = None
-    with atomic_outputs(paths.requested()) as temporaries:
+    with contextlib.ExitStack() as stack:
+        if scratch is None:
+            own = tempfile.TemporaryDirectory(prefix=".partial-staging-", dir=paths.labels.parent)
+            scratch = Path(stack.enter_context(own))
+        temporaries = stack.enter_context(atomic_outputs(paths.requested(), ready))
         temporary = dict(zip(paths.requested(), temporaries, strict=True))
         if kind == "raster":
             geo.write_labels(

@@ -1,73 +1,91 @@
 """A run's working folder and the manifest that decides whether a rerun may resume.
 
-The manifest records a fingerprint of everything that determines the result: the
-inputs (path, size, modification time), the card (its validated content and a hash of
-its weights), the run parameters and the code version. A rerun with the same
-fingerprint resumes (ingest skipped if finished, done chunks kept); any difference, or
-``--no-resume``, starts clean.
+The manifest stores the run's fingerprint (``pipeline.fingerprint``: inputs, model,
+options, format version). A rerun with an equal fingerprint resumes (ingest skipped if
+finished, done chunks kept); any difference, or ``--no-resume``, starts clean, and the
+reason is logged. Only a workdir segpipe marked (``pipeline.ownership``) is ever reused
+or emptied. The manifest also stamps the outputs the run wrote, so that a rerun may
+replace them without ``--overwrite``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pipeline
-from unet.card import ModelCard
+from pipeline.errors import UsageError
+from pipeline.fingerprint import difference
+from pipeline.ownership import LAYOUT_VERSION, MARKER, Stamp, mark, marker
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
-def fingerprint(inputs: list[Path], card: ModelCard, parameters: dict[str, Any]) -> dict[str, Any]:
-    files = []
-    for path in inputs:
-        stat = path.stat()
-        files.append({"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-    weights = card.weights_file  # for a bundle: the model file inside it
-    return {
-        "code_version": pipeline.__version__,
-        "inputs": files,
-        "card": card.model_dump(mode="json"),
-        "weights_sha256": _file_digest(weights) if weights.is_file() else None,
-        "parameters": parameters,
-    }
+def written_stamps(path: Path) -> dict[str, list[Stamp]]:
+    """The outputs a marked workdir's runs wrote, with their stamps ({} when unmarked)."""
+    if marker(path) is None:
+        return {}
+    written = _read_manifest(path).get("written")
+    return written if isinstance(written, dict) else {}
 
 
 @dataclass
 class Workdir:
     path: Path
-    manifest: dict[str, Any]
+    fingerprint: dict[str, Any]
+    reason: str | None = None
 
     @classmethod
-    def prepare(cls, path: Path, manifest: dict[str, Any], resume: bool) -> Workdir:
-        """Open ``path`` for this run: keep it when resuming a run with the same fingerprint."""
-        stored = path / MANIFEST
-        same = False
-        if resume and stored.is_file():
-            try:
-                previous = json.loads(stored.read_text())
-                same = previous.get("fingerprint") == manifest
-            except (json.JSONDecodeError, OSError):
-                same = False
-        if not same and path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        workdir = cls(path, manifest)
-        if not same:
-            workdir._write({"fingerprint": manifest, "stages": []})
+    def prepare(cls, path: Path, fingerprint: dict[str, Any], resume: bool) -> Workdir:
+        """Open ``path`` for this run: keep it when resuming a run with an equal fingerprint,
+        empty it when it is a marked workdir that does not match; ``reason`` says why not kept.
+
+        The caller has checked the folder with ``ownership.check_workdir``; an unmarked
+        non-empty folder is refused here too, so that nothing else can reach ``rmtree``.
+        """
+        owned = marker(path)
+        written: dict[str, list[Stamp]] = {}
+        reason: str | None = "new workdir"
+        if owned is not None:
+            stored = _read_manifest(path)
+            written = written_stamps(path)
+            if not resume:
+                reason = "--no-resume"
+            elif owned.get("layout") != LAYOUT_VERSION:
+                reason = "format version changed"
+            else:
+                reason = difference(stored.get("fingerprint"), fingerprint)
+            if reason is not None:
+                shutil.rmtree(path)
+        elif path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"workdir {path}: exists and was not created by segpipe (no {MARKER})")
+        if reason is not None:
+            if owned is not None:
+                log.info("%s: starting clean (%s)", path, reason)
+            path.mkdir(parents=True, exist_ok=True)
+            mark(path)
+        workdir = cls(path, fingerprint, reason)
+        if reason is not None:
+            workdir._write({"fingerprint": fingerprint, "stages": [], "written": written})
         return workdir
+
+    @classmethod
+    def open(cls, path: Path) -> Workdir:
+        """A prepared workdir, as later stages (another task, another machine) see it."""
+        return cls(path, _read_manifest(path).get("fingerprint", {}))
 
     def _read(self) -> dict[str, Any]:
         return json.loads((self.path / MANIFEST).read_text())  # type: ignore[no-any-return]
@@ -85,3 +103,13 @@ class Workdir:
         if stage not in content["stages"]:
             content["stages"].append(stage)
             self._write(content)
+
+    def record(self, stamps: dict[str, Stamp]) -> None:
+        """Record the stamps of outputs about to be renamed into place: a rerun may replace these
+        files (and only while they are unchanged) without ``--overwrite``. The stamp before is
+        kept too, for a run killed between this record and the rename."""
+        content = self._read()
+        written = content.setdefault("written", {})
+        for path, new in stamps.items():
+            written[path] = [new, *written.get(path, [])[:1]]
+        self._write(content)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+from pipeline.atomic import atomic_outputs
 from pipeline.bands import select_bands
 from pipeline.errors import CardError, InputError, UsageError
 from pipeline.geo import open_raster
@@ -33,6 +34,7 @@ from pipeline.ingest import preparation
 from pipeline.intensity import resolve
 from pipeline.medical import is_nifti, open_nifti
 from pipeline.normalize import FILL_VALUE
+from pipeline.ownership import check_outputs_free
 from pipeline.source import SourceImage
 from unet.augment import Augmentation
 from unet.card import ModelCard, parse_card
@@ -62,6 +64,7 @@ class TrainOptions:
     val_columns: Span | None = None
     init: Path | None = None
     augmentation: Augmentation = field(default_factory=Augmentation)
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "patches_per_epoch", "batch_size"):
@@ -309,6 +312,7 @@ def run_training(
         raise UsageError(f"-o {output}: the output is a card, a .yaml file")
     if (val_image is None) != (val_label is None):
         raise UsageError("--val-image and --val-label go together")
+    check_outputs_free([output, output.with_suffix(".safetensors")], options.overwrite, {})
     data, card = template_card(template, output)
     full = [load_pair(i, lab, card, options.bands) for i, lab in zip(images, labels, strict=True)]
     pairs = [pair.columns(options.train_columns) for pair in full]
@@ -325,7 +329,6 @@ def run_training(
 
     weights = output.with_suffix(".safetensors")
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(best, str(weights))
     scores = history[best_epoch - 1]
     trained = (
         "Trained with `segpipe train` on "
@@ -342,7 +345,9 @@ def run_training(
     )
     base = str(data.get("description", "")).strip()
     data["description"] = f"{base}\n{trained}" if base else trained
-    output.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with atomic_outputs([weights, output]) as (weights_temporary, card_temporary):
+        save_file(best, str(weights_temporary))
+        card_temporary.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return TrainResult(
         card=output,
         weights=weights,

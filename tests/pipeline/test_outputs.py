@@ -54,7 +54,7 @@ def test_geojson_polygons_and_class_selection_by_name(
     assert main([*args, "--polygons", str(out), "--polygon-classes", "background"]) == 0
     _, _, _, fields = pyogrio.raw.read(out)
     assert set(fields[1]) == {"background"}
-    assert main([*args, "--polygons", str(out), "--polygon-classes", "sky"]) == 2
+    assert main([*args, "--polygons", str(out), "--polygon-classes", "sky", "--overwrite"]) == 2
     assert "--polygon-classes: 'sky' is not a class" in capsys.readouterr().err
 
 
@@ -83,9 +83,8 @@ def test_volume_stats_count_voxels_in_ml_and_flag_the_border(tmp_path: Path) -> 
     assert stats["background"]["touches_border"]
     data[0:3, 5:8, 5:8] = 1.0  # now touching the first face
     write_nifti(tmp_path / "v2.nii.gz", data, lps_affine(spacing))
-    segment(
-        [tmp_path / "v2.nii.gz"], card, tmp_path / "m2.nii.gz", SegmentOptions(device="cpu", stats=stats_path)
-    )
+    again = SegmentOptions(device="cpu", stats=stats_path, overwrite=True)  # the same stats file
+    segment([tmp_path / "v2.nii.gz"], card, tmp_path / "m2.nii.gz", again)
     assert json.loads(stats_path.read_text())["classes"]["foreground"]["touches_border"]
     assert nib.load(tmp_path / "m2.nii.gz").shape == data.shape
 

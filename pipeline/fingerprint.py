@@ -1,0 +1,148 @@
+"""The fingerprint that decides whether an earlier result (workdir, case, scene) may be reused.
+
+One function builds it, for the CLI's resume and for the flows' done manifests alike:
+
+* ``format_version``: bumped whenever outputs or intermediates are written differently;
+* ``inputs``: the inputs as given (resolved paths) and one record per file read: path,
+  size, modification time and a SHA-256 of its first ``HEADER_BYTES`` (the whole file
+  when smaller); a folder (DICOM series) is recorded by a SHA-256 of its sorted listing
+  (relative path, size, mtime of every file), not by reading every slice;
+* ``model``: the card's name and version, a SHA-256 of its validated content and of each
+  weights file (so weights retrained under the same card path change it);
+* ``options``: everything the caller passes that changes the result (bands, patch,
+  overlap, precision, post-processing, ...).
+
+Results are reused only when the fingerprints are equal; ``difference`` names the first
+part that is not, for the log and the flows' reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from unet.card import ModelCard
+
+FORMAT_VERSION = 1
+HEADER_BYTES = 1 << 16
+
+
+def _digest(path: Path, limit: int | None = None) -> str:
+    """SHA-256 of the file's first ``limit`` bytes (all when None)."""
+    digest = hashlib.sha256()
+    remaining = limit
+    with path.open("rb") as handle:
+        while remaining is None or remaining > 0:
+            block = handle.read(1 << 20 if remaining is None else min(remaining, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_digest(path: Path, size: int, mtime_ns: int, inode: int) -> str:
+    return _digest(path)
+
+
+def weights_sha256(path: Path) -> str | None:
+    """SHA-256 of a weights file (None when absent); cached per path, size, mtime and inode,
+    since weights can be large and every case of an archive asks."""
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return _weights_digest(path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+def _folder_record(path: Path) -> dict[str, Any]:
+    lines = []
+    for root, folders, files in os.walk(path):
+        folders.sort()
+        for name in sorted(files):
+            entry = Path(root, name)
+            stat = entry.stat()
+            lines.append(f"{entry.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
+    listing = hashlib.sha256("".join(lines).encode()).hexdigest()
+    return {"path": str(path.resolve()), "files": len(lines), "listing_sha256": listing}
+
+
+def input_record(path: Path) -> dict[str, Any]:
+    """What identifies one input's content: see the module docstring."""
+    if not path.exists():
+        return {"path": str(path.resolve()), "missing": True}
+    if path.is_dir():
+        return _folder_record(path)
+    stat = path.stat()
+    return {
+        "path": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "header_sha256": _digest(path, HEADER_BYTES),
+    }
+
+
+def model_fingerprint(card: ModelCard) -> dict[str, Any]:
+    """The card's identity: name, version, content hash and weights hashes (what made a mask)."""
+    content = json.dumps(card.model_dump(mode="json"), sort_keys=True).encode()
+    weights = card.weights_file
+    recipe = {name: card.resolve(path) for name, path in sorted(card.recipe_weights.items())}
+    return {
+        "name": card.name,
+        "version": card.version,
+        "card_sha256": hashlib.sha256(content).hexdigest(),
+        "weights_sha256": weights_sha256(weights),
+        "recipe_weights_sha256": {name: weights_sha256(path) for name, path in recipe.items()},
+    }
+
+
+def fingerprint(
+    inputs: list[Path], card: ModelCard, options: Mapping[str, Any], referenced: Iterable[Path] = ()
+) -> dict[str, Any]:
+    """The fingerprint of a run over ``inputs`` (plus files they reference, e.g. a VRT's sources).
+
+    Referenced files inside a folder input are covered by the folder's listing.
+    """
+    folders = [path.resolve() for path in inputs if path.is_dir()]
+    extra = [
+        path
+        for path in referenced
+        if not any(folder == path.resolve() or folder in path.resolve().parents for folder in folders)
+    ]
+    files = list(dict.fromkeys([*inputs, *extra]))
+    return {
+        "format_version": FORMAT_VERSION,
+        "inputs": [str(path.resolve()) for path in inputs],
+        "files": [input_record(path) for path in files],
+        "model": model_fingerprint(card),
+        "options": json.loads(json.dumps(dict(options))),
+    }
+
+
+def referenced_files(stored: Mapping[str, Any]) -> list[Path]:
+    """The files a stored fingerprint recorded, to fingerprint the same files again."""
+    records = stored.get("files")
+    if not isinstance(records, list):
+        return []
+    return [Path(str(record["path"])) for record in records if isinstance(record, dict) and "path" in record]
+
+
+def difference(stored: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
+    """None when ``stored`` equals ``current``; else why not: "model changed", "input changed", ..."""
+    if not stored:
+        return "no earlier fingerprint"
+    if stored.get("format_version") != current["format_version"]:
+        return "format version changed"
+    if stored.get("model") != current["model"]:
+        return "model changed"
+    if stored.get("inputs") != current["inputs"] or stored.get("files") != current["files"]:
+        return "input changed"
+    if stored.get("options") != current["options"]:
+        return "options changed"
+    return None
