@@ -159,3 +159,30 @@ def test_outputs_that_cannot_be_made_are_refused_before_ingest(
     with pytest.raises(error, match=match):
         segment([scene], card, tmp_path / "out.tif", SegmentOptions(device="cpu", **fields))
     assert not default_workdir(tmp_path / "out.tif").exists()
+
+
+def test_a_resume_planned_on_another_device_kind_or_precision_starts_clean(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Done chunks from a bf16 run on a GPU must not be mixed with fp32 chunks from a CPU rerun."""
+    card = load_card(threshold_card(tmp_path, 0.5))
+    scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(0).random((1, 600, 64), np.float32))
+    options = SegmentOptions(device="auto", workdir=tmp_path / "work")
+    workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    run_rows(workdir, regions(workdir, 3)[0])
+    done = sorted(p.name for p in (workdir / "labels.zarr").rglob("*") if p.is_file())
+    # the earlier run was planned on a GPU in bf16 (the same fingerprint: device "auto")
+    plan = RunPlan.load(workdir).model_copy(update={"device": "cuda:0", "precision": "bf16"})
+    (workdir / "plan.json").write_text(plan.model_dump_json())
+    with caplog.at_level("INFO", logger="pipeline"):
+        workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    assert "planned cuda in bf16, this one cpu in fp32: starting clean" in caplog.text
+    assert sorted(p.name for p in (workdir / "labels.zarr").rglob("*") if p.is_file()) != done
+    assert run_rows(workdir).rows == (0, 600)  # every row recomputed on this device
+
+    # the same device kind and precision resumes: nothing left to compute
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pipeline"):
+        workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    assert "starting clean" not in caplog.text
+    assert run_rows(workdir).patches == 0
