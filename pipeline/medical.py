@@ -123,7 +123,11 @@ def open_nifti(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
     proxy = _CheckedProxy(image.dataobj, path)
     slab = min(SLAB, shape[2])
     data = da.from_array(
-        proxy, chunks=(shape[0], shape[1], slab), asarray=True, lock=True, meta=np.empty((0, 0, 0))
+        proxy,
+        chunks=(shape[0], shape[1], slab, *(1,) * (proxy.ndim - 3)),  # a singleton 4th axis, dropped below
+        asarray=True,
+        lock=True,
+        meta=np.empty((0, 0, 0)),
     )
     if data.ndim == 4:
         data = data[..., 0]

@@ -35,6 +35,11 @@ def _gpu_address(cluster: SpecCluster) -> str:
     return str(cluster.workers["gpu"].address)
 
 
+def _restrictions(keys: list[str], dask_scheduler: Scheduler) -> list[dict[str, float] | None]:
+    """The resource restrictions the scheduler holds for ``keys`` (None: unrestricted)."""
+    return [dask_scheduler.tasks[key].resource_restrictions or None for key in keys]
+
+
 def test_worker_resources_are_read_from_the_scheduler(mixed_cluster: SpecCluster) -> None:
     with distributed.Client(mixed_cluster) as client:
         resources = worker_resources(client)
@@ -50,7 +55,10 @@ def test_annotated_tasks_land_only_on_the_gpu_worker(mixed_cluster: SpecCluster)
         other = [client.submit(current_worker, pure=False) for _ in range(8)]
         assert annotated
         assert set(client.gather(futures)) == {_gpu_address(mixed_cluster)}
-        assert len(set(client.gather(other))) >= 1
+        assert set(client.gather(other)) <= {str(worker.address) for worker in mixed_cluster.workers.values()}
+        restrictions = client.run_on_scheduler(_restrictions, [f.key for f in futures + other])
+    # the scheduler's record: GPU=1 inside the context, nothing once it is left
+    assert restrictions == [{GPU: 1}] * 8 + [None] * 8
 
 
 def test_without_gpu_workers_tasks_are_not_annotated() -> None:

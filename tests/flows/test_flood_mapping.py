@@ -7,6 +7,8 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import shapely
+from scipy import ndimage
 
 from flows import layout
 from flows.flood_mapping import finish_scene, flood_mapping, infer_region, prepare_scene
@@ -19,6 +21,19 @@ from tests.helpers import threshold_card
 def _truth(scene: Path) -> np.ndarray:
     with rasterio.open(scene) as src:
         return (src.read(1) > builders.THRESHOLD).astype(np.uint8)
+
+
+def _assert_polygons_are_the_foreground_components(polygons: Path, truth: np.ndarray) -> None:
+    """One polygon per 4-connected foreground component (scipy), covering exactly its pixels (10 m)."""
+    meta, _, geometry, fields = pyogrio.raw.read(polygons, layer="polygons")
+    columns = dict(zip(meta["fields"], fields, strict=True))
+    _, components = ndimage.label(truth)
+    assert len(geometry) == components
+    assert set(columns["class_name"]) == {"foreground"}
+    areas = shapely.area(shapely.from_wkb(geometry))
+    assert float(areas.sum()) == pytest.approx(float(truth.sum()) * 100.0)
+    # area_m2 is geodesic; near the UTM central meridian it is the planar area to the scale factor 0.9996
+    assert np.allclose(columns["area_m2"], areas, rtol=1e-3)
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -39,7 +54,7 @@ def test_flood_mapping_writes_outputs_artifacts_and_library_logs(tmp_path: Path)
         assert np.array_equal(src.read(1), _truth(scene))
     stats = json.loads((out / "S1_scene_2024.stats.json").read_text())
     assert stats["classes"]["foreground"]["pixels"] == int(_truth(scene).sum())
-    assert pyogrio.read_info(out / "S1_scene_2024.gpkg", layer="polygons")["features"] > 0
+    _assert_polygons_are_the_foreground_components(out / "S1_scene_2024.gpkg", _truth(scene))
     assert (out / "S1_scene_2024.quicklook.png").read_bytes().startswith(b"\x89PNG")
     manifest = layout.read_manifest(out, "S1_scene_2024")
     assert manifest is not None
@@ -90,7 +105,10 @@ def test_tasks_resume_a_half_finished_scene(tmp_path: Path) -> None:
 
     prepared = prepare_scene.fn(*arguments, False)
     first = infer_region.fn(prepared.workdir, prepared.regions[0])
-    assert first.patches > 0
+    # 300 x 200 pixels, 32 px patches at overlap 0.25: stride 24, 13 row starts x 8 column starts;
+    # region (0, 256) needs every patch that starts at or above row 256 + 32 - 1: 11 row starts
+    assert (prepared.regions[0], prepared.regions[1]) == ((0, 256), (256, 300))
+    assert first.patches == 11 * 8
     assert first.worker == ""
     again = prepare_scene.fn(*arguments, False)  # a new run of the same scene
     assert again.workdir == prepared.workdir

@@ -4,7 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
+import numpy as np
 import pytest
+import rasterio
 from prefect.client.orchestration import get_client
 
 from flows import layout
@@ -15,6 +17,11 @@ from tests.flows import api, builders
 from tests.helpers import threshold_card
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
 
 
 def _statuses(entries: list[object]) -> dict[str, str]:
@@ -30,8 +37,11 @@ def test_second_run_processes_nothing(tmp_path: Path) -> None:
 
     first = flood_inbox(str(inbox), str(card), str(out), regions=1, min_age_s=0, dispatch="subflow")
     assert _statuses(first) == {"a": "processed", "S2_ITEM": "processed"}
-    assert (out / "a.tif").is_file()
-    assert (out / "S2_ITEM.tif").is_file()
+    # each output is the threshold of its own input: the plain GeoTIFF and the STAC Item's asset
+    assert np.array_equal(_read(out / "a.tif"), _read(inbox / "a.tif") > builders.THRESHOLD)
+    assert np.array_equal(
+        _read(out / "S2_ITEM.tif"), _read(inbox / "S2_ITEM" / "b1.tif") > builders.THRESHOLD
+    )
     assert layout.read_manifest(out, "S2_ITEM") is not None
 
     state = flood_inbox(
@@ -70,7 +80,10 @@ def test_a_half_finished_scene_resumes(tmp_path: Path) -> None:
     assert any("resuming: ingest already finished" in message for message in messages)
     patches = [r.patches for r in flood_result(out, "c").regions]
     assert patches[0] == 0  # the first region's chunk rows were already done
-    assert patches[1] > 0
+    # 300 x 200 pixels, 32 px patches at overlap 0.25: stride 24, 8 column starts; rows 256-300 are
+    # touched by the patches starting at rows 240, 264 and 268 (flush with the edge)
+    assert patches[1] == 3 * 8
+    assert np.array_equal(_read(out / "c.tif"), _read(scene) > builders.THRESHOLD)
 
 
 def flood_result(out: Path, name: str) -> object:

@@ -70,10 +70,16 @@ def test_every_case_is_reported_and_the_broken_one_quarantined(tmp_path: Path, a
         np.asarray(mask.dataobj), (source.get_fdata() > builders.THRESHOLD).astype(np.uint8)
     )
     case = next(case for case in report.cases if case.name == "case-01")
-    assert case.volumes_ml["foreground"] > 0
+    above = int((source.get_fdata() > builders.THRESHOLD).sum())
+    voxel_ml = float(np.prod(source.header.get_zooms())) / 1000.0
+    assert case.volumes_ml["foreground"] == pytest.approx(above * voxel_ml)
     assert set(case.timings) == {"prepare", "infer", "write"}
+    # the generated series again (same seed, same voxels): its own voxel values and affine are the oracle
+    generated = write_series(tmp_path / "again", modality="MR", slices=6, rows=20, cols=18, seed=3)
+    gen_mask = nib.load(out / "gen-mr.nii.gz")
+    assert np.allclose(gen_mask.affine, generated.affine, atol=1e-4)
+    assert np.array_equal(np.asarray(gen_mask.dataobj), (generated.hu > builders.THRESHOLD).astype(np.uint8))
     for name in [n for n, kind in expected.items() if kind == "done" and n in ("gen-mr", "patient-7")]:
-        assert nib.load(out / f"{name}.nii.gz").shape
         seg = hd.seg.segread(out / f"{name}.seg.dcm")
         assert seg.Modality == "SEG"
         dicom_case = next(c for c in report.cases if c.name == name)

@@ -28,6 +28,28 @@ def test_two_spellings_of_one_state_plane_zone_are_the_same_crs() -> None:
     assert not same_crs(nad83, metres, plane)
 
 
+def test_bound_and_compound_spellings_of_one_projection_are_the_same_crs() -> None:
+    """A TOWGS84-bound CRS and a compound (horizontal + height) CRS place the grid where their
+    horizontal CRS does; pyproj's equality says they differ."""
+    plane = grid()
+    bound = CRS.from_proj4("+proj=utm +zone=33 +datum=WGS84 +towgs84=0,0,0,0,0,0,0 +units=m +no_defs")
+    compound = CRS.from_user_input("EPSG:32633+5773")  # UTM 33N + EGM96 height
+    assert (bound.is_bound, compound.is_compound) == (True, True)
+    assert CRS.from_wkt(UTM) not in (bound, compound)
+    assert same_crs(UTM, bound.to_wkt(), plane)
+    assert same_crs(UTM, compound.to_wkt(), plane)
+    assert same_grid(grid(), grid(crs=compound.to_wkt()))
+    assert not same_crs(CRS.from_epsg(32634).to_wkt(), compound.to_wkt(), plane)
+    # Gauss-Krueger zone 3 with its Helmert shift to WGS84, against the EPSG definition
+    dhdn = CRS.from_proj4(
+        "+proj=tmerc +lat_0=0 +lon_0=9 +k=1 +x_0=3500000 +y_0=0 +ellps=bessel "
+        "+towgs84=598.1,73.7,418.2,0.202,0.045,-2.455,6.7 +units=m +no_defs"
+    )
+    gk = Grid(CRS.from_epsg(31467).to_wkt(), (10.0, 0.0, 3500020.0, 0.0, -10.0, 5650010.0), 100, 80)
+    assert same_crs(gk.crs, dhdn.to_wkt(), gk)
+    assert not same_crs(CRS.from_epsg(32632).to_wkt(), dhdn.to_wkt(), gk)
+
+
 def test_coarser_bands_of_the_same_extent_resample_onto_the_finest() -> None:
     fine, coarse = grid(a=10.0, size=120), grid(a=20.0, size=60)
     assert resamplable_onto(coarse, fine)

@@ -37,18 +37,34 @@ def test_model_grid_keeps_the_extent_and_skips_near_matches() -> None:
     assert np.allclose(resample(constant, (20, 6, 28)), 7.0)
 
 
-def test_spacing_is_read_along_the_ras_axes(tmp_path: Path) -> None:
-    source = open_nifti(
-        write_nifti(tmp_path / "o.nii.gz", np.zeros((6, 7, 8), np.float32), oblique_affine((1.5, 2.0, 3.0)))
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_resampling_a_linear_ramp_is_exact_with_end_centres_aligned(axis: int) -> None:
+    """Trilinear resampling reproduces a linear function; end centres aligned: the model grid's
+    values are ``linspace(first, last, m)`` (a half-voxel shift or another mode would not be)."""
+    shape = [5, 6, 7]
+    ramp = np.moveaxis(
+        np.broadcast_to(3.0 * np.arange(shape[axis], dtype=np.float32) - 4.0, (1, 1, 1, shape[axis])),
+        3,
+        axis + 1,
     )
-    stored = dict(zip(range(3), (1.5, 2.0, 3.0), strict=True))
-    ornt = np.asarray(source.attrs["ornt"])
-    expected = [0.0, 0.0, 0.0]
-    for axis, (ras_axis, _) in enumerate(ornt):
-        expected[int(ras_axis)] = stored[axis]
-    assert ras_spacing(source) == tuple(expected)
-    assert sorted(expected) == [1.5, 2.0, 3.0]
-    assert expected != [1.5, 2.0, 3.0]  # the oblique affine permutes the axes
+    source = np.ascontiguousarray(np.broadcast_to(ramp, (2, *shape)))
+    target = list(shape)
+    target[axis] = 2 * shape[axis] + 3
+    out = resample(source, tuple(target))
+    expected = np.linspace(-4.0, 3.0 * (shape[axis] - 1) - 4.0, target[axis], dtype=np.float64)
+    line = np.moveaxis(out, axis + 1, -1)
+    assert out.shape == (2, *target)
+    assert np.allclose(line, expected, atol=1e-5)
+
+
+def test_spacing_is_read_along_the_ras_axes(tmp_path: Path) -> None:
+    path = write_nifti(
+        tmp_path / "o.nii.gz", np.zeros((6, 7, 8), np.float32), oblique_affine((1.5, 2.0, 3.0))
+    )
+    expected = nib.as_closest_canonical(nib.load(path)).header.get_zooms()  # nibabel as the oracle
+    assert ras_spacing(open_nifti(path)) == pytest.approx(expected)
+    assert sorted(expected) == pytest.approx([1.5, 2.0, 3.0])
+    assert list(expected) != pytest.approx([1.5, 2.0, 3.0])  # the oblique affine permutes the axes
 
 
 def test_threshold_at_half_the_spacing_matches_the_direct_threshold(tmp_path: Path) -> None:

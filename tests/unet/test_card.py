@@ -88,13 +88,13 @@ def test_normalisation_specs_are_typed(tmp_path: Path) -> None:
     card = load_card(
         write_card(tmp_path, inputs={"channels": ["a"], "normalization": {"kind": "linear", "scale": 2}})
     )
-    assert isinstance(card.inputs.normalization, LinearNormalization)
+    assert card.inputs.normalization == LinearNormalization(kind="linear", scale=2.0)
     card = load_card(
         write_card(
             tmp_path, inputs={"channels": ["a"], "normalization": {"kind": "window", "low": -1, "high": 1}}
         )
     )
-    assert isinstance(card.inputs.normalization, WindowNormalization)
+    assert card.inputs.normalization == WindowNormalization(kind="window", low=-1.0, high=1.0)
 
 
 def test_not_yaml_and_not_a_mapping_are_card_errors(tmp_path: Path) -> None:
