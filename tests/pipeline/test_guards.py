@@ -53,7 +53,8 @@ def test_an_output_that_would_overwrite_the_input_is_refused_and_the_input_kept(
 ) -> None:
     card = threshold_card(tmp_path, 0.5)
     before = scene.read_bytes()
-    args: list[object] = ["segment", scene, "-m", card, "--device", "cpu"]
+    # --overwrite: an existing file may be replaced, but never an input
+    args: list[object] = ["segment", scene, "-m", card, "--device", "cpu", "--overwrite"]
     inside = tmp_path / "sub" / ".." / "scene.tif"  # the input, spelled another way
     args += ["-o", inside] if option == "-o" else ["-o", tmp_path / "m.tif", option, scene]
     (tmp_path / "sub").mkdir()
