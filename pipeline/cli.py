@@ -23,6 +23,7 @@ from typer.exceptions import TyperException
 from pipeline import __version__, logsafe
 from pipeline.errors import NotFoundError, SegpipeError, UsageError
 from pipeline.limits import DEFAULT_MAX_PIXELS
+from pipeline.progress import StageProgress, engine_progress
 
 
 def _examples(*lines: str) -> str:
@@ -100,44 +101,73 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 T = TypeVar("T")
-ProgressCallback = Callable[[int, int], None]
 PLAIN_PROGRESS_S = 10.0
 
 
-def _plain_progress(unit: str, every_s: float = PLAIN_PROGRESS_S) -> ProgressCallback:
-    """Progress as a log line at most every ``every_s`` seconds (and at the end): for CI and logs."""
-    log = logging.getLogger("segpipe")
-    started = time.monotonic()
-    last = [started]
+class PlainStages:
+    """Progress as log lines, at a stage's start, at most every ``every_s`` seconds, and at its
+    end: for CI and log files, where a bar would be a mess of carriage returns."""
 
-    def report(done: int, total: int) -> None:
+    def __init__(self, every_s: float = PLAIN_PROGRESS_S) -> None:
+        self.every_s = every_s
+        self.log = logging.getLogger("segpipe")
+        self.name, self.unit, self.total, self.done = "", "", 0, 0
+        self.started = self.last = time.monotonic()
+
+    def stage(self, name: str, total: int, unit: str) -> None:
+        self.name, self.unit, self.total, self.done = name, unit, total, 0
+        self.started = self.last = time.monotonic()
+        self.log.info("%s: %d %s", name, total, unit)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
         now = time.monotonic()
-        if now - last[0] < every_s and done < total:
+        if now - self.last < self.every_s and self.done < self.total:
             return
-        last[0] = now
-        rate = done / max(now - started, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        log.info(
-            "%s: %d/%d (%.0f%%), %.1f %s/s, ETA %.0f s",
-            unit,
-            done,
-            total,
-            100 * done / max(total, 1),
+        self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        self.log.info(
+            "%s: %d/%d %s (%.0f%%), %.1f %s/s, ETA %.0f s",
+            self.name,
+            self.done,
+            self.total,
+            self.unit,
+            100 * self.done / max(self.total, 1),
             rate,
-            unit,
+            self.unit,
             eta,
         )
 
-    return report
+
+class BarStages:
+    """One labelled rich bar per stage on stderr, with rate and ETA; earlier stages stay drawn
+    complete until the run ends."""
+
+    def __init__(self, bars: Any) -> None:
+        self.bars = bars
+        self.task: Any = None
+        self.unit = ""
+
+    def stage(self, name: str, total: int, unit: str) -> None:
+        if self.task is not None:
+            self.bars.update(self.task, completed=self.bars.tasks[self.task].total)
+        self.unit = unit
+        self.task = self.bars.add_task(name, total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        self.bars.advance(self.task, n)
+        speed = self.bars.tasks[self.task].speed
+        self.bars.update(self.task, rate="" if speed is None else f"{speed:.1f} {self.unit}/s")
 
 
-def _with_progress(unit: str, quiet: bool, run: Callable[[ProgressCallback | None], T]) -> T:
-    """Run with a labelled progress bar on stderr (rate, ETA); plain log lines when stderr is
-    not a terminal; nothing when quiet."""
+def _with_progress(quiet: bool, run: Callable[[StageProgress | None], T]) -> T:
+    """Run with one labelled progress bar per stage on stderr (rate, ETA); plain log lines when
+    stderr is not a terminal; nothing when quiet."""
     if quiet:
         return run(None)
     if not stderr.is_terminal:
-        return run(_plain_progress(unit))
+        return run(PlainStages())
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -148,7 +178,7 @@ def _with_progress(unit: str, quiet: bool, run: Callable[[ProgressCallback | Non
     )
 
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description:<9}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
@@ -156,15 +186,8 @@ def _with_progress(unit: str, quiet: bool, run: Callable[[ProgressCallback | Non
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=stderr, transient=True) as bar:
-        task = bar.add_task(f"inference ({unit})", total=None, rate="")
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-            speed = bar.tasks[task].speed
-            bar.update(task, rate="" if speed is None else f"{speed:.1f} {unit}/s")
-
-        return run(update)
+    with Progress(*columns, console=stderr, transient=True) as bars:
+        return run(BarStages(bars))
 
 
 def _check_paths(inputs: list[Path], model: str) -> None:
@@ -299,9 +322,7 @@ def segment(
         max_pixels=max_pixels,
         overwrite=overwrite,
     )
-    result = _with_progress(
-        "patches", quiet, lambda progress: run_segment(inputs, card, output, options, progress)
-    )
+    result = _with_progress(quiet, lambda progress: run_segment(inputs, card, output, options, progress))
     logging.getLogger("segpipe").info(
         "wrote %s in %.1f s (%d patches on %s)",
         result.output,
@@ -384,9 +405,17 @@ def train(
         overwrite=overwrite,
     )
     result = _with_progress(
-        "steps",
         quiet,
-        lambda progress: run_training(images, label, card, output, options, val_image, val_label, progress),
+        lambda progress: run_training(
+            images,
+            label,
+            card,
+            output,
+            options,
+            val_image,
+            val_label,
+            None if progress is None else engine_progress(progress, "training", "steps"),
+        ),
     )
     logging.getLogger("segpipe").info(
         "wrote %s (best epoch %d, validation mean foreground Dice %.3f) in %.1f s",

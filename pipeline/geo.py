@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,6 +352,11 @@ def _to_cog(staging: Path, destination: Path, overview_resampling: str, predicto
         )
 
 
+def row_blocks(array: ZArray, axis: int = 0) -> int:
+    """How many blocks of rows a COG writer writes for ``array`` (rows on ``axis``)."""
+    return math.ceil(array.shape[axis] / array.chunks[axis])
+
+
 def write_labels(
     path: Path,
     labels: ZArray,
@@ -359,11 +365,13 @@ def write_labels(
     classes: list[str],
     model_name: str,
     scratch: Path,
+    written: Callable[[], None] | None = None,
 ) -> None:
     """Labels as a COG on the source grid: nodata where the input was invalid, nearest overviews.
 
     uint8 with nodata 255 up to 255 classes (255 is never a class index), else uint16
-    with nodata 65535. Class names and the model name go into the tags.
+    with nodata 65535. Class names and the model name go into the tags. ``written`` is
+    called per block of rows (:func:`row_blocks` of them).
     """
     dtype = stored_label_dtype(len(classes)).name
     nodata = LABEL_NODATA if dtype == "uint8" else 65535
@@ -376,6 +384,8 @@ def write_labels(
             if valid is not None:
                 block[~np.asarray(valid[start:stop])] = nodata
             dst.write(block, 1, window=Window(0, start, labels.shape[1], stop - start))
+            if written is not None:
+                written()
         dst.set_band_description(1, "class")
         dst.update_tags(model=model_name, classes=",".join(classes))
         dst.update_tags(1, **{f"class_{i}": name for i, name in enumerate(classes)})
@@ -393,8 +403,10 @@ def write_probabilities(
     band_names: list[str],
     model_name: str,
     scratch: Path,
+    written: Callable[[], None] | None = None,
 ) -> None:
-    """Float32 COG, one band per output channel, NaN where the input was invalid."""
+    """Float32 COG, one band per output channel, NaN where the input was invalid; ``written``
+    is called per block of rows (:func:`row_blocks` of them)."""
     staging = scratch / "probabilities.staging.tif"
     step = probabilities.chunks[1]
     count = probabilities.shape[0]
@@ -405,6 +417,8 @@ def write_probabilities(
             if valid is not None:
                 block[:, ~np.asarray(valid[start:stop])] = np.nan
             dst.write(block, window=Window(0, start, probabilities.shape[2], stop - start))
+            if written is not None:
+                written()
         for index, name in enumerate(band_names, start=1):
             dst.set_band_description(index, name)
         dst.update_tags(model=model_name)

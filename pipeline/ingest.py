@@ -10,6 +10,8 @@ the array's attributes, so later stages need only the zarr path.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from dask.base import compute
 from pipeline.errors import InputError
 from pipeline.intensity import resolve
 from pipeline.prepare import Preparation
+from pipeline.progress import Counter, StageProgress
 from pipeline.source import SourceImage
 from pipeline.store import ZArray, create_array, spatial_chunks
 from unet.card import NormalizationSteps
@@ -40,11 +43,32 @@ def preparation(source: SourceImage, bands: list[int], normalization: Normalizat
     )
 
 
-def ingest(source: SourceImage, bands: list[int], normalization: NormalizationSteps, folder: Path) -> ZArray:
+class _Counted:
+    """A store target that counts the blocks written into it (dask calls ``target[region] = block``)."""
+
+    def __init__(self, target: ZArray, written: Callable[[], None]) -> None:
+        self.target = target
+        self.shape = target.shape
+        self.dtype = target.dtype
+        self._written = written
+
+    def __setitem__(self, region: Any, block: Any) -> None:
+        self.target[region] = block
+        self._written()
+
+
+def ingest(
+    source: SourceImage,
+    bands: list[int],
+    normalization: NormalizationSteps,
+    folder: Path,
+    progress: StageProgress | None = None,
+) -> ZArray:
     """Write ``folder/image.zarr`` with the selected raw bands; return the opened array.
 
     Normalisations that depend on the input (``volume_zscore``, ``percentile``) are
-    resolved here from statistics over the whole stored copy.
+    resolved here from statistics over the whole stored copy. ``progress`` gets the stage
+    ``ingest`` in blocks stored.
     """
     spatial = source.spatial_shape
     chunks = spatial_chunks(spatial)
@@ -60,8 +84,12 @@ def ingest(source: SourceImage, bands: list[int], normalization: NormalizationSt
     }
     image = create_array(folder / "image.zarr", data.shape, data.dtype, (len(bands), *chunks), attrs)
     draft = preparation(source, bands, normalization)
+    target: ZArray | _Counted = image
+    if progress is not None:
+        progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
+        target = _Counted(image, Counter(progress))
     with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
-        stored = da.store(data, image, lock=False, compute=False)  # type: ignore[arg-type]
+        stored = da.store(data, target, lock=False, compute=False)  # type: ignore[arg-type]
         valid_count = (~da.map_blocks(draft.invalid, data, drop_axis=0, dtype=bool)).sum()
         _, valid_pixels = compute(stored, valid_count)  # one pass over the input for both
     if valid_pixels == 0:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -261,6 +262,11 @@ def _open_out(path: Path) -> Iterator[IO[bytes]]:
             yield packed  # type: ignore[misc]
 
 
+def nifti_slabs(attrs: dict[str, Any], channels: int | None = None) -> int:
+    """How many slabs :func:`write_nifti` writes for a volume of these attributes."""
+    return (channels or 1) * math.ceil(int(attrs["shape"][2]) / SLAB)
+
+
 def write_nifti(
     path: Path,
     array: ZArray,
@@ -269,11 +275,13 @@ def write_nifti(
     channels: int | None = None,
     valid: ValidMask | None = None,
     invalid_value: float = 0,
+    written: Callable[[], None] | None = None,
 ) -> None:
     """Write ``array`` (RAS order; ``(I, J, K)`` or ``(C, I, J, K)``) in the source's voxel order.
 
     ``channels`` set means a 4-D ``(X, Y, Z, C)`` output (probabilities). Voxels where
-    ``valid`` is False get ``invalid_value``.
+    ``valid`` is False get ``invalid_value``. ``written`` is called per slab
+    (:func:`nifti_slabs` of them).
     """
     ornt = np.asarray(attrs["ornt"])
     shape = tuple(attrs["shape"])
@@ -291,3 +299,5 @@ def write_nifti(
                 if valid is not None:
                     block = np.where(np.asarray(valid[region]), block, invalid_value)
                 handle.write(from_ras(block, ornt).astype(stored_dtype).tobytes(order="F"))
+                if written is not None:
+                    written()

@@ -35,6 +35,7 @@ from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
 from pipeline.ownership import check_outputs_free, check_workdir, remove_workdir
 from pipeline.prepare import Preparation, ValidMask
+from pipeline.progress import StageProgress, engine_progress
 from pipeline.references import check_inputs
 from pipeline.resample import model_shape, resample
 from pipeline.source import SourceImage
@@ -361,8 +362,16 @@ def run_fingerprint(
     return fingerprint(inputs, card, result_options(card, options), referenced or [])
 
 
-def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: SegmentOptions) -> Path:
-    """Check everything, ingest (or resume), create the intermediates; return the workdir."""
+def prepare_run(
+    inputs: list[Path],
+    card: ModelCard,
+    output: Path,
+    options: SegmentOptions,
+    progress: StageProgress | None = None,
+) -> Path:
+    """Check everything, ingest (or resume), create the intermediates; return the workdir.
+
+    ``progress`` gets the ``ingest`` stage (not announced when a resume skips it)."""
     if card.card_path is None:
         raise UsageError(f"model '{card.name}' must be loaded from a card file")
     workdir_path = (options.workdir or default_workdir(output)).expanduser()
@@ -412,7 +421,7 @@ def prepare_run(inputs: list[Path], card: ModelCard, output: Path, options: Segm
         seg_source.save(folder)  # finishing must not read the source again
     if not workdir.finished("ingest"):
         log.info("ingesting %s into %s", ", ".join(map(str, inputs)), folder)
-        image = ingest(source, bands, card.inputs.normalization, folder)
+        image = ingest(source, bands, card.inputs.normalization, folder, progress)
         workdir.finish("ingest")
     else:
         log.info("resuming: ingest already finished in %s", folder)
@@ -606,8 +615,10 @@ def _run_recipe(
     )
 
 
-def finish_run(workdir: Path) -> dict[str, Any] | None:
-    """Back to the source grid if resampled, write every output atomically; return statistics."""
+def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str, Any] | None:
+    """Back to the source grid if resampled, write every output atomically; return statistics.
+
+    ``progress`` gets the ``writing`` stage."""
     plan = RunPlan.load(workdir)
     card = load_card(plan.card)
     image = open_array(workdir / "image.zarr")
@@ -639,6 +650,7 @@ def finish_run(workdir: Path) -> dict[str, Any] | None:
         polygon_options,
         SegSource.load(workdir) if is_seg(paths.labels) else None,
         Workdir.open(workdir).record,
+        progress,
     )
     if plan.remove_workdir:
         remove_workdir(workdir)
@@ -650,16 +662,20 @@ def segment(
     card: ModelCard,
     output: Path,
     options: SegmentOptions,
-    progress: Progress | None = None,
+    progress: StageProgress | None = None,
 ) -> SegmentResult:
-    """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid."""
+    """Segment ``inputs`` with ``card``; write labels to ``output`` on the input's grid.
+
+    ``progress`` gets the stages ``ingest`` (blocks), ``inference`` (patches) and ``writing``
+    (blocks); the caller draws them."""
     started = time.perf_counter()
     fresh = options.workdir is None and not default_workdir(output).exists()
     try:
-        workdir = prepare_run(inputs, card, output, options)
+        workdir = prepare_run(inputs, card, output, options, progress)
         device = RunPlan.load(workdir).device
-        stats = run_rows(workdir, progress=progress)
-        statistics = finish_run(workdir)
+        inference = None if progress is None else engine_progress(progress, "inference", "patches")
+        stats = run_rows(workdir, progress=inference)
+        statistics = finish_run(workdir, progress)
     except SegpipeError:
         # bad input: nothing worth resuming; a crash or kill keeps the workdir instead
         if fresh:

@@ -21,6 +21,7 @@ from pipeline.fingerprint import model_fingerprint
 from pipeline.labels import stored_label_dtype
 from pipeline.ownership import Stamp
 from pipeline.prepare import ValidMask
+from pipeline.progress import Counter, StageProgress
 from pipeline.store import ZArray
 from pipeline.vectorize import PolygonOptions, polygonize, write_polygons
 from pipeline.volume_stats import volume_statistics
@@ -71,6 +72,7 @@ def write_outputs(
     polygon_options: PolygonOptions | None = None,
     seg_source: SegSource | None = None,
     ready: Callable[[dict[str, Stamp]], None] | None = None,
+    progress: StageProgress | None = None,
 ) -> dict[str, Any] | None:
     """Write every requested output via temp files renamed together; return the statistics if asked.
 
@@ -80,11 +82,16 @@ def write_outputs(
     staging files for COGs; without one, a new hidden folder beside the labels does (and is
     removed), so a staging file never takes the name of someone else's file. ``seg_source``
     is what a DICOM SEG output references. ``ready`` gets the outputs' stamps just before
-    they are renamed (``atomic_outputs``).
+    they are renamed (``atomic_outputs``). ``progress`` gets the stage ``writing``, in
+    blocks of rows (COG), slabs (NIfTI) and whole outputs (SEG, polygons, statistics).
     """
     kind, geometry = image_attrs["kind"], image_attrs["geometry"]
     label_dtype = stored_label_dtype(len(card.classes))
     stats: dict[str, Any] | None = None
+    written = None
+    if progress is not None:
+        progress.stage("writing", _writing_steps(kind, geometry, labels, paths, probabilities), "blocks")
+        written = Counter(progress)
     with contextlib.ExitStack() as stack:
         if scratch is None:
             own = tempfile.TemporaryDirectory(prefix=".partial-staging-", dir=paths.labels.parent)
@@ -93,28 +100,58 @@ def write_outputs(
         temporary = dict(zip(paths.requested(), temporaries, strict=True))
         if kind == "raster":
             geo.write_labels(
-                temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch
+                temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch, written
             )
         elif is_seg(paths.labels):
             if seg_source is None:
                 raise UsageError(f"-o {paths.labels}: a DICOM SEG needs the source series' DICOM attributes")
             write_seg(temporary[paths.labels], labels, geometry, seg_source, card)
+            _advance(written)
         else:
-            medical.write_nifti(temporary[paths.labels], labels, geometry, label_dtype, valid=valid)
+            medical.write_nifti(
+                temporary[paths.labels], labels, geometry, label_dtype, valid=valid, written=written
+            )
         if paths.probabilities is not None and probabilities is not None:
             target = temporary[paths.probabilities]
             if kind == "raster":
                 names = probability_names(card)
-                geo.write_probabilities(target, probabilities, valid, geometry, names, card.name, scratch)
+                geo.write_probabilities(
+                    target, probabilities, valid, geometry, names, card.name, scratch, written
+                )
             else:
                 channels = probabilities.shape[0]
                 medical.write_nifti(
-                    target, probabilities, geometry, np.dtype(np.float32), channels, valid, np.nan
+                    target, probabilities, geometry, np.dtype(np.float32), channels, valid, np.nan, written
                 )
         if paths.polygons is not None:
             polygons = polygonize(labels, valid, geometry, card.classes, polygon_options or PolygonOptions())
             write_polygons(temporary[paths.polygons], polygons, geometry["crs"])
+            _advance(written)
         if paths.stats is not None:
             stats = statistics(image_attrs, card, labels, valid)
             temporary[paths.stats].write_text(json.dumps(stats, indent=1))
+            _advance(written)
     return stats
+
+
+def _advance(written: Callable[[], None] | None) -> None:
+    if written is not None:
+        written()
+
+
+def _writing_steps(
+    kind: str, geometry: dict[str, Any], labels: ZArray, paths: OutputPaths, probabilities: ZArray | None
+) -> int:
+    """The units ``write_outputs`` reports: what each writer's loop writes, one per other output."""
+    if kind == "raster":
+        steps = geo.row_blocks(labels)
+    elif is_seg(paths.labels):
+        steps = 1
+    else:
+        steps = medical.nifti_slabs(geometry)
+    if paths.probabilities is not None and probabilities is not None:
+        if kind == "raster":
+            steps += geo.row_blocks(probabilities, axis=1)
+        else:
+            steps += medical.nifti_slabs(geometry, probabilities.shape[0])
+    return steps + (paths.polygons is not None) + (paths.stats is not None)
