@@ -22,7 +22,6 @@ from pipeline.areas import check_geometry
 from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import AUTOCAST_DTYPES, plan_precision, region_device, resolve_device
-from pipeline.dicom import open_dicom
 from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.geo import open_bands, open_raster
 from pipeline.grid import PatchGrid
@@ -89,6 +88,8 @@ def open_volume(path: Path, series: str | None = None, modality: str | None = No
         return open_nifti(path)
     if is_nrrd(path):
         return open_nrrd(path)
+    from pipeline.dicom import open_dicom  # pydicom: only for DICOM series
+
     return open_dicom(path, series, modality)
 
 

@@ -12,7 +12,6 @@ import numpy as np
 from pipeline import geo, medical
 from pipeline.areas import class_statistics
 from pipeline.atomic import atomic_outputs
-from pipeline.dicom_seg import write_seg
 from pipeline.labels import stored_label_dtype
 from pipeline.prepare import ValidMask
 from pipeline.store import ZArray
@@ -79,6 +78,8 @@ def write_outputs(
                 temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch
             )
         elif paths.labels.name.lower().endswith(".dcm"):
+            from pipeline.dicom_seg import write_seg  # highdicom: seconds to import, DICOM SEG only
+
             write_seg(temporary[paths.labels], labels, geometry, card)
         else:
             medical.write_nifti(temporary[paths.labels], labels, geometry, label_dtype, valid=valid)
