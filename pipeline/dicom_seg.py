@@ -29,9 +29,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import highdicom as hd
 import numpy as np
 import pydicom
 import pydicom.config
@@ -50,6 +49,9 @@ from pipeline.orientation import from_ras
 from pipeline.source import SourceImage
 from pipeline.store import ZArray
 from unet.card import ModelCard
+
+if TYPE_CHECKING:
+    import highdicom as hd
 
 SEG_SOURCE = "dicom_seg_source.json"  # in the workdir
 
@@ -292,6 +294,8 @@ def _shared_header(path: Path, attrs: dict[str, Any]) -> str:
 
 
 def _segment(card: ModelCard, number: int, name: str) -> hd.seg.SegmentDescription:
+    import highdicom as hd  # seconds to import: only when a SEG is built
+
     coded = card.class_codes.get(name)
     category: Any = GENERIC_CATEGORY
     kind: Any = GENERIC_TYPE
@@ -343,6 +347,8 @@ def _segmentation(
     segments: Sequence[hd.seg.SegmentDescription],
     card: ModelCard,
 ) -> hd.seg.Segmentation:
+    import highdicom as hd  # seconds to import: only when a SEG is built
+
     return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=frames,

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,7 @@ from pipeline.errors import ModelError, UsageError
 from pipeline.grid import PatchGrid
 from pipeline.labels import finalize, stored_label_dtype
 from pipeline.merge import StreamingMerger
-from pipeline.patches import Prepare, iter_batches
+from pipeline.patches import Batch, Prepare, iter_batches
 from pipeline.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation
 
@@ -167,6 +167,40 @@ class ChunkWriter:
             self._pool.shutdown(wait=True)
 
 
+def on_device(batches: Iterable[Batch], device: torch.device) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """Each batch with its data on ``device``; on CUDA, copied one batch ahead of the network.
+
+    On CUDA the batch is pinned and copied without blocking on a side stream, so the copy
+    of batch ``k + 1`` overlaps the network on batch ``k``; the compute stream waits for
+    the copy's event before it uses the tensor. On CPU the array is used as it is.
+    """
+    if device.type != "cuda":
+        for batch in batches:
+            yield batch, torch.from_numpy(batch.data)
+        return
+    copy_stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    compute_stream = torch.cuda.current_stream(device)
+    ahead: deque[tuple[Batch, torch.Tensor, torch.Tensor, torch.cuda.Event]] = deque()
+
+    def hand_over() -> tuple[Batch, torch.Tensor]:
+        batch, _host, data, copied = ahead.popleft()  # the pinned host copy lives until here
+        compute_stream.wait_event(copied)
+        data.record_stream(compute_stream)
+        return batch, data
+
+    for batch in batches:
+        host = torch.from_numpy(batch.data).pin_memory()
+        with torch.cuda.stream(copy_stream):
+            data = host.to(device, non_blocking=True)
+            copied = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            copied.record(copy_stream)
+        ahead.append((batch, host, data, copied))
+        if len(ahead) > 1:
+            yield hand_over()
+    while ahead:
+        yield hand_over()
+
+
 def _buffer_rows(grid: PatchGrid, first: int, stop: int, batch_size: int) -> int:
     """Rows the merger must hold: the widest first-axis span of any batch."""
     positions = grid.positions
@@ -215,7 +249,13 @@ def run_engine(
     device = settings.device
     weights = importance_map(settings.patch, settings.blend, device)
     merger = StreamingMerger(
-        grid.padded_shape, settings.output_channels, weights, grid.positions[first][0], capacity, device
+        grid.padded_shape,
+        settings.output_channels,
+        weights,
+        grid.positions[first][0],
+        capacity,
+        device,
+        grid.starts[1:],
     )
     stats.buffer_bytes, stats.buffer_rows = merger.nbytes, capacity
     writer = ChunkWriter(labels, probabilities, done, lo, hi)
@@ -237,21 +277,23 @@ def run_engine(
         )
         writer.push(start - pad0, labels_np, probs_np)
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels once
+    batches = iter_batches(
+        image,
+        grid,
+        first,
+        stop,
+        batch,
+        settings.fill_value,
+        settings.prefetch,
+        settings.readers,
+        settings.prepare,
+    )
     complete = False
     try:
         with torch.inference_mode():
-            for chunk in iter_batches(
-                image,
-                grid,
-                first,
-                stop,
-                batch,
-                settings.fill_value,
-                settings.prefetch,
-                settings.readers,
-                settings.prepare,
-            ):
-                inputs = torch.from_numpy(chunk.data).to(device, non_blocking=True)
+            for chunk, inputs in on_device(batches, device):
                 tick = time.perf_counter()
                 with autocast:
                     outputs = network(inputs)

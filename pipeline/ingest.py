@@ -75,7 +75,8 @@ def ingest(
     # Dask blocks span whole zarr chunks (STORE_BLOCK per axis, a multiple of the chunk edge):
     # one store call writes many chunks at once, and no two blocks share a chunk.
     blocks = tuple(min(n, max(c, STORE_BLOCK // c * c)) for n, c in zip(spatial, chunks, strict=True))
-    data = source.data[bands].rechunk((len(bands), *blocks))
+    # method="tasks": the default asks for a distributed client, importing distributed (3 s)
+    data = source.data[bands].rechunk((len(bands), *blocks), method="tasks")
     attrs: dict[str, Any] = {
         "kind": source.kind,
         "geometry": source.attrs,

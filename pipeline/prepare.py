@@ -90,6 +90,14 @@ class ValidMask:
         self.preparation = preparation
         self.shape = tuple(image.shape[1:])
 
+    @property
+    def everywhere(self) -> bool:
+        """Integer bands without a nodata value cannot be invalid: no need to read them."""
+        integer = np.issubdtype(np.dtype(self.image.dtype), np.integer)
+        return integer and all(value is None or math.isnan(value) for value in self.preparation.nodata)
+
     def __getitem__(self, region: Any) -> np.ndarray:
         region = region if isinstance(region, tuple) else (region,)
+        if self.everywhere:
+            return np.ones(np.broadcast_to(np.True_, self.shape)[region].shape, dtype=bool)
         return ~self.preparation.invalid(np.asarray(self.image[(slice(None), *region)]))

@@ -21,7 +21,6 @@ from pipeline.areas import check_geometry
 from pipeline.atomic import check_writable
 from pipeline.bands import select_bands
 from pipeline.devices import AUTOCAST_DTYPES, plan_precision, region_device, resolve_device
-from pipeline.dicom import open_dicom
 from pipeline.dicom_seg import SegSource, collect_seg_source, is_seg
 from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.fingerprint import fingerprint
@@ -99,6 +98,8 @@ def open_volume(
         return open_nifti(path, max_pixels)
     if is_nrrd(path):
         return open_nrrd(path, max_pixels)
+    from pipeline.dicom import open_dicom  # pydicom: only for DICOM series
+
     return open_dicom(path, series, modality, max_pixels)
 
 

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyogrio  # type: ignore[import-untyped]
-import pyogrio.raw  # type: ignore[import-untyped]
 import rasterio.features
 import shapely  # type: ignore[import-untyped]
 from affine import Affine
@@ -230,6 +228,9 @@ def write_polygons(path: Path, polygons: list[ClassPolygon], crs_wkt: str) -> No
     CRS read back is checked. GeoJSON has no schema, so an empty one reads back with no
     fields.
     """
+    import pyogrio  # type: ignore[import-untyped]  # seconds to import: only when polygons are written
+    import pyogrio.raw  # type: ignore[import-untyped]
+
     driver = check_polygon_output(path, crs_wkt)
     areas = np.array([p.area_m2 for p in polygons], dtype=np.float64)
     pyogrio.raw.write(

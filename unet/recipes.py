@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn.functional import interpolate
 
 from pipeline.errors import InputError
@@ -58,6 +57,8 @@ def _normalize(volume: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> t
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage  # a second of start-up: only for this recipe
+
     labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if count == 0:
         return mask
@@ -86,6 +87,8 @@ def deepbet(
     volume: np.ndarray, network: Network, bbox_network: Network, device: torch.device, source: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(probability of brain, brain mask)`` for a RAS volume ``(I, J, K)``."""
+    from scipy import ndimage
+
     with torch.inference_mode():
         x = torch.nan_to_num(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).to(device))
         small = _resize(x, SMALL)

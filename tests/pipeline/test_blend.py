@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.blend import importance_map
@@ -18,3 +19,19 @@ def test_gaussian_map_peaks_in_the_centre_with_sigma_an_eighth_of_the_patch() ->
 
 def test_constant_map_is_all_ones() -> None:
     assert torch.equal(importance_map((4, 5, 6), "constant"), torch.ones(4, 5, 6))
+
+
+@pytest.mark.parametrize(
+    "patch", [(33, 17), (256, 256), (48, 48, 48), (128, 128, 128), (1, 7), (2, 3, 5), (97,)]
+)
+def test_gaussian_map_equals_monai_bit_for_bit(patch: tuple[int, ...]) -> None:
+    from monai.data.utils import compute_importance_map
+
+    expected = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125)
+    assert torch.equal(importance_map(patch, "gaussian"), expected)
+
+
+def test_constant_map_equals_monai() -> None:
+    from monai.data.utils import compute_importance_map
+
+    assert torch.equal(importance_map((5, 6), "constant"), compute_importance_map((5, 6), mode="constant"))

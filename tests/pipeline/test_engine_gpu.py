@@ -38,3 +38,19 @@ def test_auto_precision_on_cuda_is_half_and_agrees_with_fp32() -> None:
         x, network, EngineSettings((64, 64), 0.25, "softmax", 3, device=device, autocast_dtype=dtype)
     )
     assert np.abs(half[0] - full[0]).max() <= 0.05
+
+
+def test_batches_copied_ahead_arrive_in_order_and_unchanged() -> None:
+    from pipeline.infer import on_device
+    from pipeline.patches import Batch
+
+    device = resolve_device("cuda")
+    rng = np.random.default_rng(1)
+    batches = [
+        Batch(index=4 * k, positions=[], data=rng.random((4, 2, 8, 8), dtype=np.float32)) for k in range(5)
+    ]
+    arrived = list(on_device(iter(batches), device))
+    assert [batch.index for batch, _ in arrived] == [0, 4, 8, 12, 16]
+    for batch, data in arrived:
+        assert data.device.type == "cuda"
+        assert np.array_equal(data.cpu().numpy(), batch.data)

@@ -114,3 +114,24 @@ def test_geodesic_flood_areas_on_the_real_epsg4326_chip(tmp_path: Path) -> None:
     _, _, _, fields = pyogrio.raw.read(tmp_path / "p.gpkg")
     info = pyogrio.read_info(tmp_path / "p.gpkg")
     assert float(np.sum(fields[list(info["fields"]).index("area_m2")])) == pytest.approx(area, rel=1e-6)
+
+
+def test_valid_mask_of_integer_bands_without_nodata_reads_nothing(tmp_path: Path) -> None:
+    from pipeline.prepare import Preparation, ValidMask
+    from pipeline.store import create_array
+    from unet.card import NoNormalization
+
+    image = create_array(tmp_path / "image.zarr", (2, 5, 7), np.uint16, (2, 5, 7))
+    image[...] = np.arange(70, dtype=np.uint16).reshape(2, 5, 7)
+
+    def mask(nodata: tuple[float | None, float | None]) -> ValidMask:
+        preparation = Preparation((1.0, 1.0), (0.0, 0.0), nodata, (False, False), NoNormalization())
+        return ValidMask(image, preparation)
+
+    plain = mask((None, None))
+    assert plain.everywhere
+    assert plain[1:3, 2:].shape == (2, 5)
+    assert plain[1:3, 2:].all()
+    declared = mask((3.0, None))  # band 1 holds 3 at row 0, column 3
+    assert not declared.everywhere
+    assert declared[0:1].tolist() == [[True, True, True, False, True, True, True]]
