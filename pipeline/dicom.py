@@ -27,6 +27,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import pydicom.config
 from dask.delayed import delayed
 from nibabel.orientations import io_orientation
 from pydicom import dcmread
@@ -43,6 +44,10 @@ from pipeline.orientation import to_ras
 from pipeline.source import SourceImage
 
 logger = logging.getLogger(__name__)
+
+# pydicom's validation warnings quote element values (names, IDs, dates: patient data) into
+# stderr and the logs; a file that breaks a VR rule is read as it is, never judged aloud
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 ORIENTATION_TOL = 1e-4  # ImageOrientationPatient components, per slice
 PIXEL_SPACING_TOL = 1e-4  # mm

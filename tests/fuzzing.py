@@ -342,6 +342,7 @@ def _worker(connection: Connection, memory_mb: int) -> None:
     """Run CLI argument lists sent over ``connection``; answer (code, stderr lines, peak RSS in MB)."""
     from pipeline.cli import main
 
+    _forget_inherited_thread_pools()
     if memory_mb:
         limit = _address_space() + memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -359,6 +360,18 @@ def _worker(connection: Connection, memory_mb: int) -> None:
                 code = 1
         lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
         connection.send((code, lines, peak_rss_mb()))
+
+
+def _forget_inherited_thread_pools() -> None:
+    """A forked child has the parent's dask thread pools but none of their threads (the parent
+    may have run dask before, e.g. an earlier test): tasks sent to them would wait for ever."""
+    import threading
+
+    import dask.threaded
+
+    dask.threaded.pools.clear()
+    dask.threaded.default_pool = None
+    dask.threaded.pools_lock = threading.Lock()
 
 
 def torch_threads() -> None:
