@@ -81,11 +81,12 @@ def resample_slabs(
             stop = min(start + step, shape[0])
             low, high, weight = axis_weights(source[0], shape[0], start, stop)
             rows = np.unique(np.concatenate([low, high]))
-            block = torch.from_numpy(np.ascontiguousarray(read(rows), dtype=np.float32))
-            weights = torch.from_numpy(weight).reshape(1, -1, *(1,) * len(rest))
-            index_low = torch.from_numpy(np.searchsorted(rows, low))
-            index_high = torch.from_numpy(np.searchsorted(rows, high))
-            blended = torch.lerp(block[:, index_low], block[:, index_high], weights)
+            block = np.ascontiguousarray(read(rows), dtype=np.float32)
+            blended = torch.from_numpy(block.take(np.searchsorted(rows, low), axis=1))
+            if weight.any():  # not when every output row is a source row
+                upper = torch.from_numpy(block.take(np.searchsorted(rows, high), axis=1))
+                blended.lerp_(upper, torch.from_numpy(weight).reshape(1, -1, *(1,) * len(rest)))
+                del upper
             del block
             if tuple(blended.shape[2:]) != rest:
                 planes = blended.reshape(1, -1, *blended.shape[2:])
