@@ -168,6 +168,15 @@ def test_a_voxel_size_that_stretches_one_slice_is_refused(runner: Runner, tmp_pa
     assert (labels == 1).all()
 
 
+def test_an_infinite_vox_offset_is_refused(runner: Runner, tmp_path: Path) -> None:
+    path = tmp_path / "far.nii"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), lps_affine()), path)  # type: ignore[no-untyped-call]
+    content = bytearray(path.read_bytes())
+    struct.pack_into("<f", content, 108, float("inf"))  # vox_offset
+    path.write_bytes(bytes(content))
+    _refused(_segment(runner, path, threshold_card(tmp_path, 0.5, dims=3)), "far.nii", "not a readable NIfTI")
+
+
 def test_a_nan_affine_is_refused(runner: Runner, tmp_path: Path) -> None:
     path = tmp_path / "nan.nii"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), lps_affine()), path)  # type: ignore[no-untyped-call]
