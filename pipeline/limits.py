@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 DEFAULT_MAX_PIXELS = 2**32
-# One block (tile, strip) is decoded whole by GDAL: it may hold at most this share of the limit.
+# One block (tile, strip) is decoded whole by GDAL, one slice is resampled whole to or from a
+# model grid: either may hold at most this share of the limit.
 BLOCK_SHARE = 64
 READ_BLOCK = 1 << 16  # compressed bytes read at a time
 OUTPUT_BLOCK = 1 << 20  # decompressed bytes produced at a time (then dropped)

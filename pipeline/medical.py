@@ -68,8 +68,8 @@ def _load(path: Path) -> Any:
                 raise InputError(f"{path}: not a NIfTI-1/2 image")
             dtype = image.header.get_data_dtype()
             image.header.get_slope_inter()
-    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
-        if isinstance(exc, InputError):
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, OverflowError, zlib.error) as exc:
+        if isinstance(exc, InputError):  # OverflowError: nibabel's int() of an infinite vox_offset
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not a readable NIfTI file ({reason})") from None

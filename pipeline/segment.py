@@ -29,14 +29,14 @@ from pipeline.grid import PatchGrid
 from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.ingest import ingest
 from pipeline.labels import labels_from_probabilities, stored_label_dtype
-from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size
+from pipeline.limits import BLOCK_SHARE, DEFAULT_MAX_PIXELS, check_declared_size
 from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
 from pipeline.normalize import FILL_VALUE
 from pipeline.ownership import check_outputs_free, check_workdir, remove_workdir
 from pipeline.prepare import Preparation, ValidMask
 from pipeline.progress import StageProgress, engine_progress
 from pipeline.references import check_inputs
-from pipeline.resample import model_shape, resample
+from pipeline.resample import model_shape, resample_slabs
 from pipeline.source import SourceImage
 from pipeline.stac import is_stac_item, item_bands
 from pipeline.stitch import OutputPaths, write_outputs
@@ -234,11 +234,17 @@ def _check_work_size(
     grid: tuple[int, ...] | None,
     patch: tuple[int, ...],
     max_pixels: int,
+    channels: int,
 ) -> None:
     """What the engine and the resampling allocate for grows with the model grid padded to the patch:
-    a 1 x 10^9 raster is a 256 x 10^9 band of rows. Both are held to the same limit as the input."""
+    a 1 x 10^9 raster is a 256 x 10^9 band of rows. Both are held to the same limit as the input;
+    one slice (channels x the larger of the two grids' slices) is resampled whole, so it is held
+    to a block's share of the limit."""
     if grid is not None:
         check_declared_size(path, grid, max_pixels, what="resampled to the card's spacing is")
+        area = max(grid[1:], spatial[1:], key=math.prod)
+        share = -(-max_pixels // BLOCK_SHARE)  # 0 stays 0: no limit
+        check_declared_size(path, (channels, *area), share, "values", "resamples slices of")
     padded = tuple(max(n, p) for n, p in zip(grid or spatial, patch, strict=True))
     check_declared_size(path, padded, max_pixels, what="padded to the patch size is")
 
@@ -254,12 +260,16 @@ def ras_spacing(source: SourceImage) -> tuple[float, float, float]:
 
 
 def _to_model_grid(image: ZArray, prepare: Preparation, shape: tuple[int, ...], folder: Path) -> ZArray:
-    """The prepared (normalised, filled) image resampled onto the model grid, as zarr."""
-    resampled = resample(prepare(np.asarray(image[...])), shape)
-    array = create_array(
-        folder / "model_image.zarr", resampled.shape, np.float32, (resampled.shape[0], *spatial_chunks(shape))
-    )
-    array[...] = resampled
+    """The prepared (normalised, filled) image resampled onto the model grid, as zarr, slab by slab."""
+    channels, source = int(image.shape[0]), tuple(image.shape[1:])
+    chunks = spatial_chunks(shape)
+    array = create_array(folder / "model_image.zarr", (channels, *shape), np.float32, (channels, *chunks))
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        return prepare(np.asarray(image.oindex[:, rows]))
+
+    for start, slab in resample_slabs(read, channels, source, shape, chunks[0]):
+        array[:, start : start + slab.shape[1]] = slab
     return array
 
 
@@ -269,12 +279,19 @@ def _to_source_grid(
     labels: ZArray,
     probabilities: ZArray | None,
 ) -> None:
-    """Probabilities back onto the source grid (linear), labels from them."""
-    back = resample(np.asarray(model_probabilities[...]), tuple(labels.shape))
-    classes = labels_from_probabilities(torch.from_numpy(back), card.activation, len(card.classes))
-    labels[...] = classes.numpy()
-    if probabilities is not None:
-        probabilities[...] = back
+    """Probabilities back onto the source grid (linear) slab by slab, labels from them."""
+    channels, model = int(model_probabilities.shape[0]), tuple(model_probabilities.shape[1:])
+    shape = tuple(labels.shape)
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(model_probabilities.oindex[:, rows])
+
+    for start, back in resample_slabs(read, channels, model, shape, labels.chunks[0]):
+        stop = start + back.shape[1]
+        classes = labels_from_probabilities(torch.from_numpy(back), card.activation, len(card.classes))
+        labels[start:stop] = classes.numpy()
+        if probabilities is not None:
+            probabilities[:, start:stop] = back
 
 
 class RunPlan(BaseModel):
@@ -400,7 +417,8 @@ def prepare_run(
             raise InputError(f"{inputs[0]}: voxel spacing {list(spacing)} mm is not finite and positive")
         grid_shape = model_shape(source.spatial_shape, spacing, card.inputs.spacing)
     patch = _patch_size(card, options.patch_size)
-    _check_work_size(inputs[0], source.spatial_shape, grid_shape, patch, options.max_pixels)
+    widest = max(len(card.inputs.channels), card.output_channels)
+    _check_work_size(inputs[0], source.spatial_shape, grid_shape, patch, options.max_pixels, widest)
     overlap = card.overlap if options.overlap is None else options.overlap
     if not 0.0 <= overlap < 1.0:
         raise UsageError(f"--overlap must be in [0, 1), got {overlap}")

@@ -133,14 +133,48 @@ def test_a_block_larger_than_its_share_of_the_limit_is_refused(runner: Runner, t
     _refused(_segment(runner, path, card, "--max-pixels", "64000"), "strip.tif", "declares blocks of 1x32x32")
 
 
+def _spaced_card(folder: Path) -> Path:
+    card = folder / "spaced.yaml"
+    text = threshold_card(folder, 0.5, dims=3).read_text()
+    card.write_text(text.replace("normalization: none", "normalization: none\n  spacing: [1.0, 1.0, 1.0]"))
+    return card
+
+
 def test_a_nifti_voxel_size_that_explodes_the_model_grid_is_refused(runner: Runner, tmp_path: Path) -> None:
     path = tmp_path / "huge_voxels.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.diag([1e5, 1e5, 1e5, 1])), path)  # type: ignore[no-untyped-call]
-    card = tmp_path / "spaced.yaml"
-    card.write_text(threshold_card(tmp_path, 0.5, dims=3).read_text() + "\n")
-    text = card.read_text().replace("normalization: none", "normalization: none\n  spacing: [1.0, 1.0, 1.0]")
-    card.write_text(text)
-    _refused(_segment(runner, path, card), "huge_voxels.nii.gz", "resampled to the card's spacing")
+    _refused(
+        _segment(runner, path, _spaced_card(tmp_path)),
+        "huge_voxels.nii.gz",
+        "resampled to the card's spacing",
+    )
+
+
+def test_a_voxel_size_that_stretches_one_slice_is_refused(runner: Runner, tmp_path: Path) -> None:
+    """10 x 11,000,001 x 9 is under the limit, but one slice of it is resampled whole: 1/64 of the limit."""
+    path = tmp_path / "long_voxels.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((10, 12, 9), np.float32), np.diag([1.0, 1e6, 1.0, 1])), path)  # type: ignore[no-untyped-call]
+    card = _spaced_card(tmp_path)
+    line = _refused(_segment(runner, path, card), "long_voxels.nii.gz", "resamples slices of", "11000001x9")
+    assert f"above the limit of {DEFAULT_MAX_PIXELS // 64:,}" in line
+    assert not list(tmp_path.glob(".out*"))
+    # the share follows --max-pixels; a slice within it is resampled, in slabs
+    nib.save(nib.Nifti1Image(np.ones((10, 12, 9), np.float32), np.diag([1.0, 1e3, 1.0, 1])), path)  # type: ignore[no-untyped-call]
+    _refused(_segment(runner, path, card, "--max-pixels", "6000000"), "2x11001x9 = 198,018 values")
+    outcome = _segment(runner, path, card)
+    assert outcome.kind == "exit0", outcome.lines
+    labels = np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)  # type: ignore[attr-defined]
+    assert labels.shape == (10, 12, 9)
+    assert (labels == 1).all()
+
+
+def test_an_infinite_vox_offset_is_refused(runner: Runner, tmp_path: Path) -> None:
+    path = tmp_path / "far.nii"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), lps_affine()), path)  # type: ignore[no-untyped-call]
+    content = bytearray(path.read_bytes())
+    struct.pack_into("<f", content, 108, float("inf"))  # vox_offset
+    path.write_bytes(bytes(content))
+    _refused(_segment(runner, path, threshold_card(tmp_path, 0.5, dims=3)), "far.nii", "not a readable NIfTI")
 
 
 def test_a_nan_affine_is_refused(runner: Runner, tmp_path: Path) -> None:
