@@ -159,6 +159,6 @@ def test_the_seg_of_a_generated_series_passes_dciodvfy(
 @pytest.mark.parametrize("name", SERIES)
 def test_the_seg_of_a_real_series_passes_dciodvfy(tmp_path: Path, name: str) -> None:
     folder = shared_file(f"med/dicom2nifti_series/{name}/dicom")
-    card = load_card(_card(tmp_path, folder))
+    card = load_card(_card(tmp_path, _threshold(_reference(name))))
     segment([folder], card, tmp_path / "seg.dcm", SegmentOptions(device="cpu"))
     assert dciodvfy_report(tmp_path / "seg.dcm") == []
