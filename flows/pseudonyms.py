@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import SegpipeError, UsageError
 from pipeline.logsafe import substitutions
@@ -122,3 +123,18 @@ def hide_inputs(stats: Path, recorded: str) -> None:
     temporary = stats.with_name(f".partial-{os.getpid()}-{stats.name}")
     temporary.write_text(json.dumps(content, indent=1), encoding="utf-8")
     temporary.replace(stats)
+
+
+def hide_fingerprint(fingerprint: Mapping[str, Any], recorded: str) -> dict[str, Any]:
+    """The fingerprint with every path replaced by the case's recorded (keyed-hash) input.
+
+    Sizes, times and content hashes stay, so equal inputs still give equal fingerprints;
+    no folder or file name does.
+    """
+    hidden = dict(fingerprint)
+    hidden["inputs"] = [recorded for _ in fingerprint.get("inputs", [])]
+    hidden["files"] = [
+        {**record, "path": f"{recorded}#{number}"}
+        for number, record in enumerate(fingerprint.get("files", []))
+    ]
+    return hidden

@@ -35,7 +35,14 @@ from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.options import InferenceOptions
-from flows.pseudonyms import hidden_paths, hide_inputs, key_from_environment, pseudonym, write_mapping
+from flows.pseudonyms import (
+    hidden_paths,
+    hide_fingerprint,
+    hide_inputs,
+    key_from_environment,
+    pseudonym,
+    write_mapping,
+)
 from flows.reports import (
     RunProgress,
     archive_markdown,
@@ -164,12 +171,17 @@ def segment_case(
             timings=timings,
             device=device,
             worker=current_worker(),
-            fingerprint=Workdir.open(workdir).fingerprint,
+            fingerprint=_recorded_fingerprint(case, Workdir.open(workdir).fingerprint),
             stamps=layout.stamp_outputs([*outputs.values(), quicklook]),
         )
         layout.write_manifest(out, case.name, result.model_dump(mode="json"))
         layout.remove_workdir(out, case.name)
         return result
+
+
+def _recorded_fingerprint(case: Case, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """What a case's manifest keeps of its fingerprint: without paths when pseudonymised."""
+    return hide_fingerprint(fingerprint, case.input) if case.pseudonymised else fingerprint
 
 
 def reused(
@@ -184,7 +196,10 @@ def reused(
     options = inference.segment_options(layout.workdir(output_dir, case.name), stats=outputs["stats"])
     stored = manifest.get("fingerprint") or {}
     try:
-        current = stages.run_fingerprint([Path(case.path)], card, options, referenced_files(stored))
+        referenced = [] if case.pseudonymised else referenced_files(stored)
+        current = _recorded_fingerprint(
+            case, stages.run_fingerprint([Path(case.path)], card, options, referenced)
+        )
     except (OSError, SegpipeError) as exc:
         detail = type(exc).__name__ if case.pseudonymised else str(exc)
         return None, f"cannot fingerprint the input ({detail})"

@@ -438,7 +438,7 @@ class Runner:
         self._stop()
 
     def _start(self) -> Connection:
-        context = multiprocessing.get_context("fork")
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no locks inherited from threads
         parent, child = context.Pipe()
         self._process = context.Process(target=_worker, args=(child, self.memory_mb), daemon=True)
         self._process.start()
