@@ -166,7 +166,7 @@ def test_resampling_a_linear_ramp_is_exact_with_end_centres_aligned(axis: int) -
     source = np.ascontiguousarray(np.broadcast_to(ramp, (2, *shape)))
     target = list(shape)
     target[axis] = 2 * shape[axis] + 3
-    out = resample(source, tuple(target))
+    out = _resample(source, tuple(target))
     expected = np.linspace(-4.0, 3.0 * (shape[axis] - 1) - 4.0, target[axis], dtype=np.float64)
     line = np.moveaxis(out, axis + 1, -1)
     assert out.shape == (2, *target)
