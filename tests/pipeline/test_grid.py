@@ -77,3 +77,12 @@ def test_invalid_grids_are_refused(
 ) -> None:
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         PatchGrid(shape, patch, overlap)
+
+
+@pytest.mark.parametrize(("shape", "patch"), [((37, 29), (16, 12)), ((9, 20, 33), (8, 8, 10))])
+def test_iteration_and_slices_are_monais_patches(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
+    grid = PatchGrid(shape, patch, 0.25)
+    interval = _get_scan_interval(grid.padded_shape, patch, len(shape), (0.25,) * len(shape))
+    expected = [tuple(s) for s in dense_patch_slices(grid.padded_shape, patch, interval)]
+    assert len(grid) == len(expected)
+    assert [grid.slices(position) for position in grid] == expected

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from pipeline.normalize import FILL_VALUE, normalize
-from pipeline.prepare import Preparation
+from pipeline.prepare import Preparation, ValidMask
+from tests.helpers import zarr_array
 from unet.card import (
     LinearNormalization,
     NoNormalization,
@@ -125,3 +128,28 @@ def test_attrs_round_trip_and_nan_nodata_is_stored_as_none() -> None:
     assert again.nodata == (None, 3.0)
     assert again.fill_value == -1.0
     assert again.normalization == preparation.normalization
+
+
+def test_zscore_clip_is_stored_as_json() -> None:
+    spec = ZScoreNormalization(kind="zscore", mean=[1.0], std=[2.0], clip=(-3.0, 3.0))
+    attrs = _preparation(
+        scales=(1.0,), offsets=(0.0,), nodata=(None,), declared=(False,), normalization=spec
+    ).to_attrs()
+    assert attrs["normalization"]["clip"] == [-3.0, 3.0]  # a list, as JSON reads it back
+    assert json.loads(json.dumps(attrs)) == attrs
+    assert Preparation.from_attrs(json.loads(json.dumps(attrs))).normalization == spec
+
+
+def test_valid_mask_is_true_where_every_band_is_valid() -> None:
+    image = np.arange(2 * 5 * 4, dtype=np.float32).reshape(2, 5, 4)
+    image[0, 1, 2] = np.nan
+    image[1, 3, 0] = -1.0
+    preparation = _preparation(nodata=(None, -1.0))
+    mask = ValidMask(zarr_array(image, chunks=(2, 2, 2)), preparation)
+    assert mask.shape == (5, 4)
+    assert mask.image.shape == image.shape
+    expected = np.ones((5, 4), dtype=bool)
+    expected[1, 2] = expected[3, 0] = False
+    np.testing.assert_array_equal(mask[:, :], expected)
+    np.testing.assert_array_equal(mask[1:4], expected[1:4])  # a single slice is the first axis
+    np.testing.assert_array_equal(mask[3, 0:2], expected[3, 0:2])
