@@ -72,3 +72,16 @@ def test_a_patch_outside_the_buffer_rows_is_refused(row: int, fits: bool) -> Non
     else:
         with pytest.raises(RuntimeError, match=r"outside the buffer rows \[2, 8\)"):
             merger.aggregate(batch, [(row, 0)])
+
+
+def test_one_released_row_and_one_kept_row_move_through_the_buffer() -> None:
+    # patch A (value 1) covers rows 0-3, patch B (value 3) rows 1-4: blend 1, 2, 2, 2, 3
+    merger = StreamingMerger((5, 3), 1, torch.ones(PATCH), 0, 5, torch.device("cpu"))
+    merger.aggregate(torch.full((1, 1, *PATCH), 1.0), [(0, 0)])
+    merger.aggregate(torch.full((1, 1, *PATCH), 3.0), [(1, 0)])
+    first = merger.release(4)  # keeps exactly one row (row 4), shifted to the buffer's start
+    assert first is not None
+    np.testing.assert_array_equal(first[0, :, 0].numpy(), [1, 2, 2, 2])
+    last = merger.release(5)  # exactly one row
+    assert last is not None
+    np.testing.assert_array_equal(last[0].numpy(), np.full((1, 3), 3.0))

@@ -49,6 +49,9 @@ def test_reflectance_divides_only_the_bands_without_a_declared_scale() -> None:
     np.testing.assert_array_equal(got[1], BLOCK[1] / 4)
     got = normalize(BLOCK, spec, (False, True))
     np.testing.assert_array_equal(got, np.stack([BLOCK[0] / 4, BLOCK[1]]))
+    # inside a list of steps, and when applied by a preparation, too
+    np.testing.assert_array_equal(normalize(BLOCK, [spec], (False, True)), got)
+    np.testing.assert_array_equal(_preparation(declared=(False, True), normalization=spec)(BLOCK), got)
 
 
 def test_steps_apply_in_order() -> None:
@@ -85,6 +88,10 @@ def test_scale_and_offset_come_before_the_normalisation_per_band() -> None:
     assert got.dtype == np.float32
     got = _preparation(scales=(1.0, 1.0), offsets=(0.5, 0.0))(raw)  # an offset alone is applied
     np.testing.assert_array_equal(got, [[[1.5, 2.5]], [[3, 4]]])
+    got = _preparation(scales=(2.0, 2.0))(raw)  # every band scaled, no offset
+    np.testing.assert_array_equal(got, [[[2, 4]], [[6, 8]]])
+    got = _preparation(offsets=(1.0, 1.0))(raw)  # every band offset, no scale
+    np.testing.assert_array_equal(got, [[[2, 3]], [[4, 5]]])
     linear = LinearNormalization(kind="linear", scale=10.0, offset=0.0)
     np.testing.assert_array_equal(
         _preparation(scales=(2.0, 3.0), normalization=linear)(raw), [[[20, 40]], [[90, 120]]]
@@ -153,3 +160,9 @@ def test_valid_mask_is_true_where_every_band_is_valid() -> None:
     np.testing.assert_array_equal(mask[:, :], expected)
     np.testing.assert_array_equal(mask[1:4], expected[1:4])  # a single slice is the first axis
     np.testing.assert_array_equal(mask[3, 0:2], expected[3, 0:2])
+
+
+def test_a_nodata_list_shorter_than_the_bands_is_an_error_not_a_skipped_band() -> None:
+    raw = np.zeros((3, 2, 2), dtype=np.uint8)
+    with pytest.raises(ValueError, match="zip"):
+        _preparation(nodata=(None, 0.0)).invalid(raw)
