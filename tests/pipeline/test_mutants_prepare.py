@@ -166,3 +166,10 @@ def test_a_nodata_list_shorter_than_the_bands_is_an_error_not_a_skipped_band() -
     raw = np.zeros((3, 2, 2), dtype=np.uint8)
     with pytest.raises(ValueError, match="zip"):
         _preparation(nodata=(None, 0.0)).invalid(raw)
+
+
+def test_reflectance_keeps_float32_and_one_divisor_per_band_of_any_shape() -> None:
+    block = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
+    got = normalize(block, ReflectanceNormalization(kind="reflectance", divisor=8.0), (False, True))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.stack([block[0] / 8, block[1], block[2] / 8]))
