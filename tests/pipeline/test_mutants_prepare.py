@@ -37,7 +37,7 @@ def test_each_normalisation_matches_its_formula() -> None:
     )
     np.testing.assert_allclose(clipped, np.clip(expected, -1, 2), rtol=1e-6)
     np.testing.assert_array_equal(normalize(BLOCK, NoNormalization()), BLOCK)
-    for result in (linear, window, clipped):
+    for result in (linear, window, normalize(BLOCK, z), clipped):
         assert result.dtype == np.float32
 
 
