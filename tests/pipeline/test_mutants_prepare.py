@@ -29,6 +29,8 @@ def test_each_normalisation_matches_its_formula() -> None:
     np.testing.assert_array_equal(linear, BLOCK * 2 - 1)
     window = normalize(BLOCK, WindowNormalization(kind="window", low=0.0, high=8.0))
     np.testing.assert_array_equal(window, np.clip(BLOCK, 0, 8) / 8)
+    shifted = normalize(BLOCK, WindowNormalization(kind="window", low=-1.0, high=7.0))
+    np.testing.assert_allclose(shifted, (np.clip(BLOCK, -1, 7) + 1) / 8, rtol=1e-6)
     z = ZScoreNormalization(kind="zscore", mean=[1.0, 4.0], std=[2.0, 0.5])
     expected = (BLOCK - np.array([1, 4]).reshape(2, 1, 1)) / np.array([2, 0.5]).reshape(2, 1, 1)
     np.testing.assert_allclose(normalize(BLOCK, z), expected, rtol=1e-6)
