@@ -85,3 +85,9 @@ def test_one_released_row_and_one_kept_row_move_through_the_buffer() -> None:
     last = merger.release(5)  # exactly one row
     assert last is not None
     np.testing.assert_array_equal(last[0].numpy(), np.full((1, 3), 3.0))
+
+
+def test_a_batch_with_fewer_positions_than_outputs_is_an_error_not_a_dropped_patch() -> None:
+    merger = StreamingMerger(SHAPE, 1, torch.ones(PATCH), 0, 6, torch.device("cpu"))
+    with pytest.raises(ValueError, match="zip"):
+        merger.aggregate(torch.ones((2, 1, *PATCH)), [(0, 0)])
