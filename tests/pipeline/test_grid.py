@@ -77,3 +77,26 @@ def test_invalid_grids_are_refused(
 ) -> None:
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         PatchGrid(shape, patch, overlap)
+
+
+@pytest.mark.parametrize(("shape", "patch"), [((37, 29), (16, 12)), ((9, 20, 33), (8, 8, 10))])
+def test_iteration_and_slices_are_monais_patches(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
+    grid = PatchGrid(shape, patch, 0.25)
+    interval = _get_scan_interval(grid.padded_shape, patch, len(shape), (0.25,) * len(shape))
+    expected = [tuple(s) for s in dense_patch_slices(grid.padded_shape, patch, interval)]
+    assert len(grid) == len(expected)
+    assert [grid.slices(position) for position in grid] == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "patch", "overlap", "message"),
+    [
+        (10, 0, 0.25, "patch size must be >= 1, got 0"),
+        (3, 4, 0.25, "axis of 3 is shorter than the patch 4"),
+        (10, 4, 1.0, r"overlap must be in \[0, 1\), got 1.0"),
+        (10, 4, 1.5, r"overlap must be in \[0, 1\), got 1.5"),
+    ],
+)
+def test_axis_starts_refuses_bad_arguments(size: int, patch: int, overlap: float, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        axis_starts(size, patch, overlap)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -44,9 +46,8 @@ def test_counts_volumes_and_border_flags_match_a_numpy_reference(masked: bool) -
         valid[0] = False  # hides the vessel's face voxel
         valid[:, :, 0] = False
         valid[7, 6, 5] = False
-    stats = volume_statistics(
-        zarr_array(labels, chunks=(3, 7, 6)), valid if masked else None, {"zooms": ZOOMS}, CLASSES
-    )
+    mask: Any = valid if masked else None  # any array-like mask will do, like the engine's ValidMask
+    stats = volume_statistics(zarr_array(labels, chunks=(3, 7, 6)), mask, {"zooms": ZOOMS}, CLASSES)
     voxel_ml = 0.8 * 1.5 * 2.5 / 1000
     assert stats["voxel_ml"] == pytest.approx(voxel_ml)
     assert stats["invalid_voxels"] == int((~valid).sum())
@@ -68,3 +69,46 @@ def test_a_face_is_only_a_face_of_the_volume_not_of_a_slab() -> None:
     stats = volume_statistics(zarr_array(labels, chunks=(3, 5, 5)), None, {"zooms": [1, 1, 1]}, CLASSES[:3])
     assert [stats["classes"][n]["touches_border"] for n in CLASSES[:3]] == [True, False, False]
     assert [stats["classes"][n]["voxels"] for n in CLASSES[:3]] == [9 * 25 - 2, 1, 1]
+
+
+FACES = [(axis, end) for axis in range(3) for end in (0, -1)]
+SHAPE = (7, 6, 5)  # slabs of 3: 3 + 3 + 1
+
+
+def _on_or_next_to(axis: int, end: int, inset: int) -> tuple[int, int, int]:
+    voxel = [3, 3, 2]
+    voxel[axis] = inset if end == 0 else SHAPE[axis] - 1 - inset
+    return (voxel[0], voxel[1], voxel[2])
+
+
+@pytest.mark.parametrize(("axis", "end"), FACES)
+@pytest.mark.parametrize("inset", [0, 1])
+def test_each_face_alone_makes_a_class_touch_the_border(axis: int, end: int, inset: int) -> None:
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    labels[_on_or_next_to(axis, end, inset)] = 1
+    labels[3, 2:4, 2] = 2  # inside: never on a face
+    stats = volume_statistics(zarr_array(labels, chunks=(3, 6, 5)), None, {"zooms": [1, 1, 1]}, CLASSES[:3])
+    classes = stats["classes"]
+    assert (classes["lesion"]["voxels"], classes["liver"]["voxels"]) == (2, 1)
+    assert classes["liver"]["touches_border"] is (inset == 0)
+    assert classes["lesion"]["touches_border"] is False
+    assert stats["invalid_voxels"] == 0
+
+
+@pytest.mark.parametrize(("axis", "end"), FACES)
+def test_an_invalid_face_voxel_neither_counts_nor_touches(axis: int, end: int) -> None:
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    voxel = _on_or_next_to(axis, end, 0)
+    labels[voxel] = 1  # the class's only voxel, on this face but invalid
+    labels[3, 3, 2] = 2
+    valid: Any = np.ones(SHAPE, dtype=bool)
+    valid[voxel] = False
+    stats = volume_statistics(zarr_array(labels, chunks=(3, 6, 5)), valid, {"zooms": [1, 1, 1]}, CLASSES[:3])
+    classes = stats["classes"]
+    assert stats["invalid_voxels"] == 1
+    assert (classes["liver"]["voxels"], classes["liver"]["touches_border"]) == (0, False)
+    assert (classes["lesion"]["voxels"], classes["lesion"]["touches_border"]) == (1, False)
+    assert (classes["background"]["voxels"], classes["background"]["touches_border"]) == (
+        labels.size - 2,
+        True,
+    )
