@@ -6,8 +6,8 @@ mutates header fields (dimensions, data type, voxel size, affine, offsets, tag v
 and lengths), flips bytes or truncates, all from one ``random.Random(seed)``, so a
 failing case is reproduced by its number.
 
-Cases run in a forked worker process (imports already done, so a case costs what the
-CLI does) under an address-space limit; a case that takes longer than its timeout has
+Cases run in a long-lived worker process (a fresh interpreter that imports once, so a
+case costs what the CLI does) under an address-space limit; a case that takes longer than its timeout has
 the worker killed and counts as a hang. ``tests/pipeline/test_fuzz_headers.py`` runs a
 few hundred cases; ``benchmarks/fuzz.py`` runs thousands and prints the counts.
 """
@@ -353,7 +353,6 @@ def _worker(connection: Connection, memory_mb: int) -> None:
     """Run CLI argument lists sent over ``connection``; answer (code, stderr lines, peak RSS in MB)."""
     from pipeline.cli import main
 
-    _forget_inherited_thread_pools()
     _like_a_fresh_process()
     if memory_mb:
         limit = _address_space() + memory_mb * 2**20
@@ -374,22 +373,10 @@ def _worker(connection: Connection, memory_mb: int) -> None:
         connection.send((code, lines, peak_rss_mb()))
 
 
-def _forget_inherited_thread_pools() -> None:
-    """A forked child has the parent's dask thread pools but none of their threads (the parent
-    may have run dask before, e.g. an earlier test): tasks sent to them would wait for ever."""
-    import threading
-
-    import dask.threaded
-
-    dask.threaded.pools.clear()
-    dask.threaded.default_pool = None
-    dask.threaded.pools_lock = threading.Lock()
-
-
 def _like_a_fresh_process() -> None:
-    """Make the forked worker count what a CLI process would.
+    """Make the worker count what a CLI process would.
 
-    Python's default warning filters: a worker forked under pytest inherits its ``error``
+    Python's default warning filters: a worker must not take pytest's ``error``
     filter, which turns a library's warning (pydicom's on a bad VR value, rasterio's on a
     missing geotransform) into exit 1. At most two malloc arenas: glibc reserves 64 MiB
     of address space for each thread's arena, which the address-space limit would charge
@@ -420,7 +407,7 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class Runner:
-    """One forked worker at a time, restarted after a hang or death; peak RSS over all workers."""
+    """One worker process at a time, restarted after a hang or death; peak RSS over all workers."""
 
     memory_mb: int = 2048
     timeout_s: float = 60.0
@@ -430,8 +417,6 @@ class Runner:
     log: list[str] = field(default_factory=list)
 
     def __enter__(self) -> Runner:
-        # imported before forking, so a worker starts warm
-
         return self
 
     def __exit__(self, *exc: object) -> None:

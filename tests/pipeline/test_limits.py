@@ -1,7 +1,7 @@
 """Lying headers and decompression bombs: refused with exit 2 and one line, within seconds.
 
 Cases that would allocate until killed on unchecked code run through the fuzz runner
-(a forked worker under an address-space limit and a timeout), so a regression fails
+(a worker process, a fresh interpreter, under an address-space limit and a timeout), so a regression fails
 the test instead of taking the test process down.
 """
 
