@@ -402,6 +402,15 @@ def _address_space() -> int:
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak resident set, in MB.
+
+    ``VmHWM``, not ``getrusage``: Linux carries ``ru_maxrss`` across fork and exec, so a
+    spawned worker would report the peak of the (large) test process that started it.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -7,11 +7,14 @@ runs the same cases by the thousand.
 
 from __future__ import annotations
 
+import mmap
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fuzzing import Case, Outcome, Runner, make_seeds, run_cases
+from tests.fuzzing import Case, Outcome, Runner, make_seeds, peak_rss_mb, run_cases
 from tests.helpers import shared_data
 
 MEMORY_MB = 1024  # address space a worker may add to what its imports take
@@ -47,3 +50,21 @@ def test_mutated_real_samples_end_with_exit_0_or_2(tmp_path: Path) -> None:
     if not (shared_data() / "med").exists():
         pytest.skip(f"shared test data not found: {shared_data()}")
     _fuzz(True, 48, 11, tmp_path)
+
+
+def _peak_of_a_spawned_process(queue: Any) -> None:
+    queue.put(peak_rss_mb())
+
+
+def test_a_spawned_worker_counts_its_own_peak_not_its_parents() -> None:
+    """Linux carries ``ru_maxrss`` across fork and exec; the fuzz limit must not."""
+    held = bytearray(768 * 2**20)
+    held[:: mmap.PAGESIZE] = b"x" * len(held[:: mmap.PAGESIZE])  # make every page resident
+    del held
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_peak_of_a_spawned_process, args=(queue,))
+    process.start()
+    child_peak = queue.get(timeout=120)
+    process.join()
+    assert child_peak < peak_rss_mb() - 512
