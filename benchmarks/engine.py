@@ -34,10 +34,10 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets.unet import UNet
 
-from pipeline.grid import PatchGrid
-from pipeline.infer import EngineSettings, run_engine
-from pipeline.patches import iter_batches
-from pipeline.store import create_array, open_array, spatial_chunks
+from pipeline.engine.infer import EngineSettings, run_engine
+from pipeline.engine.patch_grid import PatchGrid
+from pipeline.engine.patches import iter_batches
+from pipeline.ingest.store import create_array, open_array, spatial_chunks
 
 CHANNELS, CLASSES, PATCH, OVERLAP, BATCH = 4, 3, (256, 256), 0.25, 4
 

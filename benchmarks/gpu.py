@@ -42,9 +42,9 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets.unet import UNet
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.grid import PatchGrid
-from pipeline.infer import EngineSettings, run_engine
-from pipeline.store import create_array, spatial_chunks
+from pipeline.engine.infer import EngineSettings, run_engine
+from pipeline.engine.patch_grid import PatchGrid
+from pipeline.ingest.store import create_array, spatial_chunks
 
 CLASSES = 3
 

@@ -27,9 +27,9 @@ import torch
 from affine import Affine
 from distributed import Client, LocalCluster
 
-from pipeline.grid import PatchGrid
-from pipeline.segment import SegmentOptions, prepare_run, regions, run_rows
-from pipeline.store import create_array, open_array
+from pipeline.engine.patch_grid import PatchGrid
+from pipeline.ingest.store import create_array, open_array
+from pipeline.run.segment import SegmentOptions, prepare_run, regions, run_rows
 from unet.card import load_card
 
 CARD = Path(__file__).resolve().parents[1] / "unet" / "cards" / "random-unet-2d.yaml"

@@ -32,8 +32,8 @@ import yaml
 from affine import Affine
 from rasterio.windows import Window
 
-from pipeline.geo import gdal_env, open_raster
-from pipeline.ingest import ingest
+from pipeline.ingest.to_zarr import ingest
+from pipeline.sources.geotiff import gdal_env, open_raster
 from unet.card import NoNormalization
 
 BANDS = ["blue", "green", "red", "nir"]

@@ -17,7 +17,7 @@ from flows.flood_mapping import flood_mapping
 from flows.options import InferenceOptions
 from flows.results import ArchiveReport, SceneResult
 from flows.scan_archive import REPORT, scan_archive
-from pipeline.samples import flood_scene, make_scan_archive
+from pipeline.run.samples import flood_scene, make_scan_archive
 
 FLOOD_MODEL = "flood-s1"
 BRAIN_MODEL = "brain-deepbet"

@@ -32,14 +32,14 @@ from flows.reports import RunProgress, flood_markdown, publish_image, publish_ma
 from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from flows.scenes import scene_inputs, scene_name
-from pipeline import ownership
-from pipeline import segment as stages
-from pipeline.devices import region_device
+from pipeline.engine.devices import region_device
+from pipeline.engine.infer import Progress
 from pipeline.errors import UsageError
-from pipeline.infer import Progress
-from pipeline.quicklook import workdir_quicklook
-from pipeline.segment import SegmentOptions
-from pipeline.workdir import Workdir
+from pipeline.run import ownership
+from pipeline.run import segment as stages
+from pipeline.run.segment import SegmentOptions
+from pipeline.run.workdir import Workdir
+from pipeline.sinks.quicklook import workdir_quicklook
 from unet.card import load_card
 
 log = logging.getLogger(__name__)

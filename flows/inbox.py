@@ -40,9 +40,9 @@ from flows.options import InferenceOptions, PolygonSettings
 from flows.reports import inbox_rows, publish_table
 from flows.results import InboxEntry
 from flows.scenes import Scene, find_scenes, settled
-from pipeline import segment as stages
 from pipeline.errors import SegpipeError
-from pipeline.fingerprint import difference, referenced_files
+from pipeline.run import segment as stages
+from pipeline.run.fingerprint import difference, referenced_files
 from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"

@@ -12,7 +12,7 @@ output_dir/
 A unit is done when its manifest exists **and** every output it lists exists: the
 manifest is written (temp file + rename) only after every output has been renamed into
 place, so a crash at any point leaves either no manifest or a complete set. The
-manifest holds the run's fingerprint (reused only when equal, ``pipeline.fingerprint``)
+manifest holds the run's fingerprint (reused only when equal, ``pipeline.run.fingerprint``)
 and a stamp of every output, which is what lets a later run replace them: an existing
 file that neither the manifest nor the unit's workdir stamped is replaced only with
 ``overwrite``.
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from flows.names import inside
-from pipeline import ownership
-from pipeline.workdir import written_stamps
+from pipeline.run import ownership
+from pipeline.run.workdir import written_stamps
 
 STATE = ".segpipe"
 

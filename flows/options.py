@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.limits import DEFAULT_MAX_PIXELS
-from pipeline.segment import SegmentOptions
+from pipeline.run.segment import SegmentOptions
+from pipeline.sources.limits import DEFAULT_MAX_PIXELS
 
 
 class InferenceOptions(BaseModel):

@@ -53,12 +53,12 @@ from flows.reports import (
 )
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
-from pipeline import ownership
-from pipeline import segment as stages
 from pipeline.errors import InputError, SegpipeError
-from pipeline.fingerprint import difference, referenced_files
-from pipeline.quicklook import workdir_quicklook
-from pipeline.workdir import Workdir
+from pipeline.run import ownership
+from pipeline.run import segment as stages
+from pipeline.run.fingerprint import difference, referenced_files
+from pipeline.run.workdir import Workdir
+from pipeline.sinks.quicklook import workdir_quicklook
 from unet.card import ModelCard, load_card
 
 REPORT = "scan-archive-report.json"

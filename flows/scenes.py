@@ -4,7 +4,7 @@ A scene is one GeoTIFF/VRT, a list of band files (stacked in order), or a STAC I
 JSON. An inbox is a folder (its top level: raster files, STAC Items, and STAC
 catalogs whose items are followed) or a ``catalog.json`` itself. Entries that are links
 leaving the inbox are skipped with a warning unless ``follow_symlinks``; a catalog's
-links must be local files inside the inbox (``pipeline.references``) unless
+links must be local files inside the inbox (``pipeline.sources.references``) unless
 ``allow_remote``, so reading a catalog never opens the network.
 """
 
@@ -22,7 +22,7 @@ from pystac.stac_io import DefaultStacIO
 
 from flows.names import sanitise, strip_suffix, unique
 from pipeline.errors import InputError, NotFoundError, UsageError
-from pipeline.references import check_local, inside
+from pipeline.sources.references import check_local, inside
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typer.exceptions import TyperException
 
 from pipeline import __version__, logsafe
 from pipeline.errors import NotFoundError, SegpipeError, UsageError
-from pipeline.limits import DEFAULT_MAX_PIXELS
-from pipeline.progress import StageProgress, engine_progress
+from pipeline.run.progress import StageProgress, engine_progress
+from pipeline.sources.limits import DEFAULT_MAX_PIXELS
 
 
 def _examples(*lines: str) -> str:
@@ -209,8 +209,8 @@ def _check_quicklook(quicklook: Path | None, output: Path) -> None:
 
 
 def _write_quicklook(inputs: list[Path], card: Any, options: Any, result: Any, path: Path) -> None:
-    from pipeline.quicklook import source_quicklook
-    from pipeline.segment import open_source
+    from pipeline.run.segment import open_source
+    from pipeline.sinks.quicklook import source_quicklook
 
     source, _ = open_source(
         inputs, card, options.bands, options.series, options.allow_remote, options.max_pixels
@@ -297,8 +297,8 @@ def segment(
     _configure_logging(verbose, quiet)
     _check_paths(inputs, model)
     _check_quicklook(quicklook, output)
-    from pipeline.segment import SegmentOptions
-    from pipeline.segment import segment as run_segment
+    from pipeline.run.segment import SegmentOptions
+    from pipeline.run.segment import segment as run_segment
     from unet.card import load_card
 
     card = load_card(model)
@@ -389,7 +389,7 @@ def train(
 ) -> None:
     """Train a card's MONAI U-Net on image/label pairs; write a card + .safetensors that segment runs."""
     _configure_logging(verbose, quiet)
-    from unet.train import TrainOptions, run_training
+    from pipeline.train.trainer import TrainOptions, run_training
 
     options = TrainOptions(
         epochs=epochs,

@@ -20,7 +20,7 @@ import zarr
 from affine import Affine
 from rasterio.crs import CRS
 
-from pipeline.store import ZArray, create_array
+from pipeline.ingest.store import ZArray, create_array
 
 REPO = Path(__file__).resolve().parents[1]
 

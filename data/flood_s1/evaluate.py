@@ -17,7 +17,7 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).parent))
 from flood_labels import otsu_threshold, read, water_labels
 
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from unet.card import load_card
 from unet.metrics import dice_iou
 

@@ -17,7 +17,7 @@ import pytest
 import rasterio
 
 from pipeline.cli import main
-from pipeline.samples import flood_scene, mni_t1
+from pipeline.run.samples import flood_scene, mni_t1
 
 pytest.importorskip("deepbet", reason="deepbet (the models extra) is not installed")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

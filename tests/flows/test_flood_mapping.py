@@ -75,8 +75,8 @@ def test_flood_mapping_writes_outputs_artifacts_and_library_logs(tmp_path: Path)
     names = {task.name for task in api.task_runs(run_id)}
     assert {"infer-rows-0-256", "infer-rows-256-300"} <= names
     messages = [(entry.name, entry.message) for entry in api.logs(run_id)]
-    assert any(name == "pipeline.segment" and "ingesting" in message for name, message in messages)
-    assert any(name == "pipeline.segment" and "rows 256-300" in message for name, message in messages)
+    assert any(name == "pipeline.run.segment" and "ingesting" in message for name, message in messages)
+    assert any(name == "pipeline.run.segment" and "rows 256-300" in message for name, message in messages)
 
 
 @pytest.mark.usefixtures("prefect_harness")

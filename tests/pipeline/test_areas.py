@@ -8,8 +8,8 @@ import pytest
 import shapely
 from pyproj import CRS, Geod, Proj
 
-from pipeline.areas import class_statistics, geodesic_area_m2, geodesic_areas_m2
 from pipeline.errors import InputError, UsageError
+from pipeline.grids.areas import class_statistics, geodesic_area_m2, geodesic_areas_m2
 from tests.helpers import raster_geometry as geometry
 from tests.helpers import zarr_array
 

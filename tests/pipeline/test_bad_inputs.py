@@ -18,8 +18,8 @@ import rasterio.shutil
 import torch
 from affine import Affine
 
-from pipeline import geo
 from pipeline.cli import main
+from pipeline.sources import geotiff as geo
 from tests.helpers import (
     PlusOne,
     lps_affine,

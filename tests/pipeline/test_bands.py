@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.bands import select_bands
 from pipeline.errors import InputError, UsageError
+from pipeline.sources.bands import select_bands
 
 
 def test_bands_match_channels_by_name_case_insensitively() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.blend import importance_map
+from pipeline.engine.blend import importance_map
 
 
 def test_gaussian_map_peaks_in_the_centre_with_sigma_an_eighth_of_the_patch() -> None:

@@ -16,7 +16,7 @@ import rasterio
 import torch
 
 from pipeline.cli import main
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import (
     lps_affine,
     save_torchscript,

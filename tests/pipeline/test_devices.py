@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.devices import resolve_device, resolve_precision
+from pipeline.engine.devices import resolve_device, resolve_precision
 from pipeline.errors import DeviceError, UsageError
 
 

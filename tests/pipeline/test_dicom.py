@@ -24,8 +24,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-import pipeline.dicom
-from pipeline.dicom import (
+import pipeline.sources.dicom
+from pipeline.errors import InputError, NotFoundError, UsageError
+from pipeline.sources.dicom import (
     DicomSeries,
     find_series,
     open_dicom,
@@ -34,7 +35,6 @@ from pipeline.dicom import (
     select_series,
     series_tag,
 )
-from pipeline.errors import InputError, NotFoundError, UsageError
 from tests.helpers import shared_file
 
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "SECRET-4711", "PatientBirthDate": "19700101"}
@@ -378,7 +378,7 @@ def test_the_log_names_the_series_by_a_hash_of_its_uid_and_no_patient(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     written = write_series(tmp_path)
-    with caplog.at_level(logging.DEBUG, logger="pipeline.dicom"):
+    with caplog.at_level(logging.DEBUG, logger="pipeline.sources.dicom"):
         open_dicom(tmp_path)
     chosen = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(chosen) == 1
@@ -428,7 +428,7 @@ def test_a_missing_decoder_plugin_names_the_file_and_the_syntax(
     missing = SimpleNamespace(
         is_available=False, missing_dependencies=["plugin 'pylibjpeg' requires openjpeg"]
     )
-    monkeypatch.setattr(pipeline.dicom, "get_decoder", lambda uid: missing)
+    monkeypatch.setattr(pipeline.sources.dicom, "get_decoder", lambda uid: missing)
     with pytest.raises(
         InputError, match=r"JPEG 2000 .*1\.2\.840\.10008\.1\.2\.4\.90.*no decoder.*openjpeg"
     ) as error:

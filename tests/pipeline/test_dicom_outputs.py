@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.dicom import find_series
-from pipeline.dicom_seg import SEG_SOURCE
-from pipeline.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
+from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
+from pipeline.sinks.dicom_seg import SEG_SOURCE
+from pipeline.sources.dicom import find_series
 from tests.helpers import shared_file, threshold_card, write_nifti
 from tests.pipeline.test_dicom import Written, oblique, write_series
 from tests.pipeline.test_dicom_anonymised import blank_sop_uids, marked, no_numbers, no_patient_id

@@ -7,10 +7,10 @@ import zarr
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
+from pipeline.engine.infer import EngineSettings, infer_array, run_engine
+from pipeline.engine.patch_grid import PatchGrid
 from pipeline.errors import ModelError
-from pipeline.grid import PatchGrid
-from pipeline.infer import EngineSettings, infer_array, run_engine
-from pipeline.store import DoneMarks, create_array
+from pipeline.ingest.store import DoneMarks, create_array
 from tests.helpers import PlusOne, Threshold
 
 
@@ -194,7 +194,7 @@ def test_regions_write_only_their_rows_and_match_a_whole_run() -> None:
 
 
 def test_channel_argmax_equals_torch_argmax_including_ties() -> None:
-    from pipeline.labels import argmax_channels
+    from pipeline.engine.labels import argmax_channels
 
     values = torch.rand(5, 33, 17)
     values[3, :4] = values[1, :4]  # ties keep the first channel, like torch.argmax

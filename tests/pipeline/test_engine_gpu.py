@@ -5,8 +5,8 @@ import pytest
 import torch
 from monai.networks.nets.unet import UNet
 
-from pipeline.devices import resolve_device, resolve_precision
-from pipeline.infer import EngineSettings, infer_array
+from pipeline.engine.devices import resolve_device, resolve_precision
+from pipeline.engine.infer import EngineSettings, infer_array
 
 pytestmark = pytest.mark.gpu
 
@@ -41,8 +41,8 @@ def test_auto_precision_on_cuda_is_half_and_agrees_with_fp32() -> None:
 
 
 def test_batches_copied_ahead_arrive_in_order_and_unchanged() -> None:
-    from pipeline.infer import on_device
-    from pipeline.patches import Batch
+    from pipeline.engine.infer import on_device
+    from pipeline.engine.patches import Batch
 
     device = resolve_device("cuda")
     rng = np.random.default_rng(1)

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from pipeline.cli import main
-from pipeline.fingerprint import difference, fingerprint, input_record
+from pipeline.run.fingerprint import difference, fingerprint, input_record
 from tests.helpers import threshold_card, write_card, write_geotiff
 from unet.card import load_card
 

@@ -10,7 +10,7 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline.errors import InputError
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import threshold_card, write_geotiff
 from unet.card import load_card
 

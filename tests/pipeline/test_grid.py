@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
+from pipeline.engine.patch_grid import PatchGrid, axis_starts
 from pipeline.errors import UsageError
-from pipeline.grid import PatchGrid, axis_starts
 
 sizes = st.integers(min_value=1, max_value=300)
 patches = st.integers(min_value=1, max_value=96)

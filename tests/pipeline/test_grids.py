@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pyproj import CRS
 
-from pipeline.grids import Grid, at_resolution, resamplable_onto, same_crs, same_grid
+from pipeline.grids.georef import Grid, at_resolution, resamplable_onto, same_crs, same_grid
 
 UTM = CRS.from_epsg(32633).to_wkt()
 

@@ -11,9 +11,9 @@ import pytest
 import zarr
 
 from pipeline.cli import main
-from pipeline.infer import EngineSettings, infer_array, run_engine
-from pipeline.segment import SegmentOptions, segment
-from pipeline.store import DoneMarks, create_array
+from pipeline.engine.infer import EngineSettings, infer_array, run_engine
+from pipeline.ingest.store import DoneMarks, create_array
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import Threshold, oblique_affine, threshold_card, write_geotiff, write_nifti
 from unet.card import load_card
 

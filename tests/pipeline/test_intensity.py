@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from pipeline.errors import InputError
-from pipeline.ingest import ingest
-from pipeline.medical import open_nifti
-from pipeline.prepare import Preparation
-from pipeline.segment import SegmentOptions, segment
+from pipeline.ingest.prepare import Preparation
+from pipeline.ingest.to_zarr import ingest
+from pipeline.run.segment import SegmentOptions, segment
+from pipeline.sources.nifti import open_nifti
 from tests.helpers import lps_affine, shared_file, threshold_card, write_nifti
 from unet.card import PercentileNormalization, VolumeZScoreNormalization, ZScoreNormalization, load_card
 

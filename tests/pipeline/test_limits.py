@@ -22,7 +22,7 @@ import tifffile
 
 from flows.options import InferenceOptions
 from pipeline.errors import DeclaredSizeError, InputError
-from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size, stream_holds
+from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_declared_size, stream_holds
 from tests.fuzzing import Outcome, Runner
 from tests.helpers import lps_affine, threshold_card, write_geotiff
 from tests.pipeline.test_dicom import write_series

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pipeline import logsafe
 
 HOSTILE = [
-    "scan\nINFO pipeline.segment: wrote /forged.nii.gz",
+    "scan\nINFO pipeline.run.segment: wrote /forged.nii.gz",
     "scan\r\nWARNING forged",
     "tab\there",
     "rtl \u202egpj.exe",
@@ -48,7 +48,7 @@ def cleaning() -> None:
 def test_names_logged_by_the_library_cannot_forge_lines(caplog: pytest.LogCaptureFixture, name: str) -> None:
     caplog.set_level(logging.INFO)
     path = Path("/archive") / name
-    logging.getLogger("pipeline.segment").info("ingesting %s into %s", path, "/work")
+    logging.getLogger("pipeline.run.segment").info("ingesting %s into %s", path, "/work")
     logging.getLogger("unet.loaders").warning("%s: bad", OSError(f"cannot read {name}"))
     # outside a flow run: once Prefect has set up its logging (any earlier flow test did),
     # its API handler would refuse a flow-run record that names no run
@@ -71,7 +71,7 @@ def test_other_loggers_and_non_string_arguments_are_left_alone(caplog: pytest.Lo
 @pytest.mark.usefixtures("cleaning")
 def test_substitutions_hide_paths_in_arguments_and_messages(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    log = logging.getLogger("pipeline.segment")
+    log = logging.getLogger("pipeline.run.segment")
     with logsafe.substitutions({"/a/Doe^John": "case-1", "/a/Doe^John/IM1": "case-1/1"}):
         log.info("ingesting %s", Path("/a/Doe^John/IM1"))
         log.info(f"read /a/Doe^John in {1} s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.blend import importance_map
+from pipeline.engine.blend import importance_map
 
 
 def test_the_default_mode_is_gaussian() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.labels import (
+from pipeline.engine.labels import (
     argmax_channels,
     finalize,
     label_dtype,

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.normalize import FILL_VALUE, normalize
-from pipeline.prepare import Preparation, ValidMask
+from pipeline.ingest.normalize import FILL_VALUE, normalize
+from pipeline.ingest.prepare import Preparation, ValidMask
 from tests.helpers import zarr_array
 from unet.card import (
     LinearNormalization,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import threshold_card
 from unet.card import load_card
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation
 
-from pipeline.orientation import from_ras, ras_region, to_ras
+from pipeline.grids.orientation import from_ras, ras_region, to_ras
 
 ORIENTATIONS = [
     np.array([[p[0], f[0]], [p[1], f[1]], [p[2], f[2]]], dtype=float)

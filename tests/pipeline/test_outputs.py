@@ -12,7 +12,7 @@ from pyproj import CRS
 
 from pipeline.cli import main
 from pipeline.errors import UsageError
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import lps_affine, shared_file, threshold_card, write_geotiff, write_nifti
 from unet.card import load_card
 
@@ -117,8 +117,8 @@ def test_geodesic_flood_areas_on_the_real_epsg4326_chip(tmp_path: Path) -> None:
 
 
 def test_valid_mask_of_integer_bands_without_nodata_reads_nothing(tmp_path: Path) -> None:
-    from pipeline.prepare import Preparation, ValidMask
-    from pipeline.store import create_array
+    from pipeline.ingest.prepare import Preparation, ValidMask
+    from pipeline.ingest.store import create_array
     from unet.card import NoNormalization
 
     image = create_array(tmp_path / "image.zarr", (2, 5, 7), np.uint16, (2, 5, 7))

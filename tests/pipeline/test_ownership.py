@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.atomic import stale_partials
 from pipeline.cli import main
-from pipeline.ownership import MARKER, remove_workdir
+from pipeline.run.ownership import MARKER, remove_workdir
+from pipeline.sinks.atomic import stale_partials
 from tests.helpers import threshold_card, write_geotiff
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.grid import PatchGrid
-from pipeline.segment import SegmentOptions, segment
+from pipeline.engine.patch_grid import PatchGrid
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import threshold_card, write_geotiff, write_nifti
 from unet.card import load_card
 

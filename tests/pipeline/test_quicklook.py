@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flows.png import data_uri
-from pipeline.quicklook import (
+from pipeline.sinks.quicklook import (
     amounts,
     composite_bands,
     mask_centre,

@@ -15,8 +15,8 @@ import rasterio
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.geo import open_raster
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
+from pipeline.sources.geotiff import open_raster
 from tests.helpers import recording_http_server, threshold_card, write_geotiff
 from unet.card import load_card
 

@@ -10,9 +10,9 @@ import torch
 import yaml
 from torch.nn.functional import interpolate
 
-from pipeline.medical import open_nifti
-from pipeline.resample import axis_weights, model_shape, resample_slabs, slab_rows
-from pipeline.segment import SegmentOptions, ras_spacing, segment
+from pipeline.grids.resample import axis_weights, model_shape, resample_slabs, slab_rows
+from pipeline.run.segment import SegmentOptions, ras_spacing, segment
+from pipeline.sources.nifti import open_nifti
 from tests.helpers import oblique_affine, shared_file, threshold_card, write_nifti
 from unet.card import load_card
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline import samples
+from pipeline.run import samples
 from tests.helpers import REPO
 
 

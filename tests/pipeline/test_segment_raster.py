@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import shared_file, threshold_card, write_geotiff
 from unet.card import load_card
 

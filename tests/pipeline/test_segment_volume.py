@@ -9,7 +9,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from pipeline.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
+from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
 from tests.helpers import (
     lps_affine,
     oblique_affine,

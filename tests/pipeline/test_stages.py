@@ -11,11 +11,11 @@ import rasterio
 import torch
 from monai.networks.nets.unet import UNet
 
-import pipeline.devices
-import pipeline.segment
+import pipeline.engine.devices
+import pipeline.run.segment
+from pipeline.engine.infer import EngineSettings, EngineStats
 from pipeline.errors import DeviceError, InputError, SegpipeError, UsageError
-from pipeline.infer import EngineSettings, EngineStats
-from pipeline.segment import (
+from pipeline.run.segment import (
     RunPlan,
     SegmentOptions,
     default_workdir,
@@ -61,7 +61,7 @@ def test_regions_run_apart_then_finished_equal_one_run(tmp_path: Path) -> None:
 
 def _recorded_engine(calls: list[EngineSettings]) -> Any:
     """``run_engine`` that records the settings each region ran with, then runs."""
-    real = pipeline.segment.run_engine
+    real = pipeline.run.segment.run_engine
 
     def run(image: Any, network: Any, settings: EngineSettings, *args: Any, **kwargs: Any) -> EngineStats:
         calls.append(settings)
@@ -80,17 +80,17 @@ def test_the_plan_fixes_device_kind_and_precision_for_every_region(
     plan = RunPlan.load(workdir)
     assert (plan.device, plan.precision) == ("cpu", "fp32")  # resolved once, not "auto"
     calls: list[EngineSettings] = []
-    monkeypatch.setattr(pipeline.segment, "run_engine", _recorded_engine(calls))
+    monkeypatch.setattr(pipeline.run.segment, "run_engine", _recorded_engine(calls))
     first, *rest = regions(workdir, 3)
     run_rows(workdir, first, device="cpu")
     # another worker has CUDA, where "auto" would mean bf16: it must not run its region
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(pipeline.devices, "_auto_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(pipeline.engine.devices, "_auto_device", lambda: torch.device("cuda"))
     for device in ("auto", "cuda"):
         with pytest.raises(DeviceError, match="planned on cpu in fp32"):
             run_rows(workdir, rest[0], device=device)
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline.segment, "run_engine", _recorded_engine(calls))
+    monkeypatch.setattr(pipeline.run.segment, "run_engine", _recorded_engine(calls))
     for rows in rest:
         run_rows(workdir, rows)
     assert [(s.device.type, s.autocast_dtype) for s in calls] == [("cpu", None)] * 3
@@ -109,7 +109,7 @@ def test_on_cuda_every_region_runs_in_the_planned_half_precision(
     half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     assert (torch.device(plan.device).type, plan.precision) == ("cuda", half)
     calls: list[EngineSettings] = []
-    monkeypatch.setattr(pipeline.segment, "run_engine", _recorded_engine(calls))
+    monkeypatch.setattr(pipeline.run.segment, "run_engine", _recorded_engine(calls))
     parts = regions(workdir, 3)
     with pytest.raises(DeviceError, match=f"planned on cuda in {half}"):
         run_rows(workdir, parts[0], device="cpu")
@@ -123,11 +123,14 @@ def test_on_cuda_every_region_runs_in_the_planned_half_precision(
 
 def test_an_onnx_or_recipe_network_records_fp32_and_refuses_half_precision() -> None:
     card = load_card("cloud-ukis-s2")
-    assert pipeline.segment._no_autocast(card)
+    assert pipeline.run.segment._no_autocast(card)
     cpu = torch.device("cpu")
-    assert pipeline.devices.plan_precision("auto", cpu, True, pipeline.segment._no_autocast(card)) == "fp32"
+    assert (
+        pipeline.engine.devices.plan_precision("auto", cpu, True, pipeline.run.segment._no_autocast(card))
+        == "fp32"
+    )
     with pytest.raises(UsageError, match="runs in fp32 only"):
-        pipeline.devices.plan_precision("bf16", cpu, True, pipeline.segment._no_autocast(card))
+        pipeline.engine.devices.plan_precision("bf16", cpu, True, pipeline.run.segment._no_autocast(card))
 
 
 @pytest.mark.parametrize(
@@ -154,7 +157,7 @@ def test_outputs_that_cannot_be_made_are_refused_before_ingest(
     def no_ingest(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("ingest ran before the refusal")
 
-    monkeypatch.setattr(pipeline.segment, "ingest", no_ingest)
+    monkeypatch.setattr(pipeline.run.segment, "ingest", no_ingest)
     fields = {k: tmp_path / v if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises(error, match=match):
         segment([scene], card, tmp_path / "out.tif", SegmentOptions(device="cpu", **fields))

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pyproj import CRS, Geod
 
-from pipeline.areas import class_statistics
 from pipeline.errors import InputError, UsageError
-from pipeline.vectorize import ClassPolygon, PolygonOptions, polygonize, write_polygons
+from pipeline.grids.areas import class_statistics
+from pipeline.sinks.polygons import ClassPolygon, PolygonOptions, polygonize, write_polygons
 from tests.helpers import raster_geometry as geometry
 from tests.helpers import shared_file, zarr_array
 
@@ -101,7 +101,7 @@ def test_invalid_pixels_belong_to_no_polygon() -> None:
     assert len(left.geometry.interiors) == 1
     assert left.area_m2 == pytest.approx((12 * 9 - 1) * UTM_PIXEL_M2, rel=1e-7)
     assert right.area_m2 == pytest.approx(12 * 2 * UTM_PIXEL_M2, rel=1e-7)
-    # Any array-like mask will do (the engine passes pipeline.prepare.ValidMask).
+    # Any array-like mask will do (the engine passes pipeline.ingest.prepare.ValidMask).
     geo = geometry(32633, UTM, labels.shape)
     plain = polygonize(zarr_array(labels), valid, geo, CLASSES, ALL, band_rows=8)
     assert [p.geometry.wkb for p in plain] == [p.geometry.wkb for p in polygons]

@@ -138,7 +138,7 @@ def test_package_weights_need_their_package(tmp_path: Path, monkeypatch: pytest.
 def test_normalisation_steps_apply_in_order(tmp_path: Path) -> None:
     steps = [{"kind": "reflectance"}, {"kind": "zscore", "mean": [0.5], "std": [0.25]}]
     card = load_card(write_card(tmp_path, inputs={"channels": ["b1"], "normalization": steps}))
-    from pipeline.normalize import normalize
+    from pipeline.ingest.normalize import normalize
 
     block = np.full((1, 2, 2), 7500.0, np.float32)
     assert np.allclose(normalize(block, card.inputs.normalization), (0.75 - 0.5) / 0.25)

@@ -19,7 +19,7 @@ import torch
 
 import unet.recipes
 from pipeline.errors import UsageError
-from pipeline.segment import SegmentOptions, finish_run, prepare_run, regions, run_rows, segment
+from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, regions, run_rows, segment
 from tests.helpers import shared_file, write_geotiff
 from unet.card import load_card
 from unet.onnx_network import OnnxNetwork

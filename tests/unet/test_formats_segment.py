@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
 from tests.helpers import write_geotiff
 from tests.unet.builders import save_onnx, save_safetensors, save_torchscript, tiny_unet, unet_card
 from unet.card import load_card

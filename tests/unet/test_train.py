@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 
 from pipeline.cli import main
 from pipeline.errors import CardError, InputError
-from pipeline.segment import SegmentOptions, segment
+from pipeline.run.segment import SegmentOptions, segment
+from pipeline.train.trainer import TrainOptions, run_training
 from tests.helpers import REPO, lps_affine, shared_file, write_geotiff, write_nifti
 from unet.card import load_card
 from unet.metrics import dice_iou
-from unet.train import TrainOptions, run_training
 
 FLOOD = "geo/sen1floods11_Spain_7370579/Spain_7370579_"
 

@@ -27,7 +27,7 @@ on the ellipsoid of the raster's CRS (``area_method`` in the result says how):
   pixels of a pole. A cell that contains a pole is not handled; pixels outside the
   projection's domain raise ``InputError``.
 
-Both agree with :func:`geodesic_areas_m2` on the polygons of ``pipeline.vectorize``
+Both agree with :func:`geodesic_areas_m2` on the polygons of ``pipeline.sinks.polygons``
 (whose edges are densified to one pixel) to about 1e-8 relative, 1e-11 on a typical
 scene with few tiny polygons.
 
@@ -50,7 +50,7 @@ from pyproj.crs import GeographicCRS
 from pyproj.exceptions import CRSError
 
 from pipeline.errors import InputError, UsageError
-from pipeline.store import ZArray
+from pipeline.ingest.store import ZArray
 
 BAND_PIXELS = 1 << 22  # about 4 M pixels per read band (uint8 labels: 4 MB, plus int64 indices)
 LATTICE_STEP = 64  # pixels between the nodes where a projected grid's cell area is computed with Geod
@@ -61,7 +61,7 @@ LAT_TOLERANCE = 1e-9  # degrees a north-up grid may overshoot a pole by rounding
 
 
 class MaskLike(Protocol):
-    """What is read of a validity mask: a zarr array, or e.g. ``pipeline.prepare.ValidMask``."""
+    """What is read of a validity mask: a zarr array, or e.g. ``pipeline.ingest.prepare.ValidMask``."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.prepare import ValidMask
-from pipeline.store import ZArray
+from pipeline.ingest.prepare import ValidMask
+from pipeline.ingest.store import ZArray
 
 
 def volume_statistics(

@@ -17,32 +17,32 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.areas import check_geometry
-from pipeline.atomic import check_writable
-from pipeline.bands import select_bands
-from pipeline.devices import AUTOCAST_DTYPES, plan_precision, region_device, resolve_device
-from pipeline.dicom_seg import SegSource, collect_seg_source, is_seg
+from pipeline.engine.devices import AUTOCAST_DTYPES, plan_precision, region_device, resolve_device
+from pipeline.engine.infer import EngineSettings, EngineStats, Progress, run_engine
+from pipeline.engine.labels import labels_from_probabilities, stored_label_dtype
+from pipeline.engine.patch_grid import PatchGrid
 from pipeline.errors import InputError, SegpipeError, UsageError
-from pipeline.fingerprint import fingerprint
-from pipeline.geo import open_bands, open_raster
-from pipeline.grid import PatchGrid
-from pipeline.infer import EngineSettings, EngineStats, Progress, run_engine
-from pipeline.ingest import ingest
-from pipeline.labels import labels_from_probabilities, stored_label_dtype
-from pipeline.limits import BLOCK_SHARE, DEFAULT_MAX_PIXELS, check_declared_size
-from pipeline.medical import is_nifti, is_nrrd, open_nifti, open_nrrd
-from pipeline.normalize import FILL_VALUE
-from pipeline.ownership import check_outputs_free, check_workdir, remove_workdir
-from pipeline.prepare import Preparation, ValidMask
-from pipeline.progress import StageProgress, engine_progress
-from pipeline.references import check_inputs
-from pipeline.resample import model_shape, resample_slabs
-from pipeline.source import SourceImage
-from pipeline.stac import is_stac_item, item_bands
-from pipeline.stitch import OutputPaths, write_outputs
-from pipeline.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
-from pipeline.vectorize import PolygonOptions, check_polygon_output
-from pipeline.workdir import Workdir, written_stamps
+from pipeline.grids.areas import check_geometry
+from pipeline.grids.resample import model_shape, resample_slabs
+from pipeline.ingest.normalize import FILL_VALUE
+from pipeline.ingest.prepare import Preparation, ValidMask
+from pipeline.ingest.store import DoneMarks, ZArray, create_array, open_array, spatial_chunks
+from pipeline.ingest.to_zarr import ingest
+from pipeline.run.fingerprint import fingerprint
+from pipeline.run.ownership import check_outputs_free, check_workdir, remove_workdir
+from pipeline.run.progress import StageProgress, engine_progress
+from pipeline.run.workdir import Workdir, written_stamps
+from pipeline.sinks.atomic import check_writable
+from pipeline.sinks.dicom_seg import SegSource, collect_seg_source, is_seg
+from pipeline.sinks.polygons import PolygonOptions, check_polygon_output
+from pipeline.sinks.stitch import OutputPaths, write_outputs
+from pipeline.sources.bands import select_bands
+from pipeline.sources.geotiff import open_bands, open_raster
+from pipeline.sources.image import SourceImage
+from pipeline.sources.limits import BLOCK_SHARE, DEFAULT_MAX_PIXELS, check_declared_size
+from pipeline.sources.nifti import is_nifti, is_nrrd, open_nifti, open_nrrd
+from pipeline.sources.references import check_inputs
+from pipeline.sources.stac import is_stac_item, item_bands
 from unet.card import ModelCard, load_card
 from unet.loaders import load_network
 from unet.recipes import recipe_networks, run_recipe
@@ -98,7 +98,7 @@ def open_volume(
         return open_nifti(path, max_pixels)
     if is_nrrd(path):
         return open_nrrd(path, max_pixels)
-    from pipeline.dicom import open_dicom  # pydicom: only for DICOM series
+    from pipeline.sources.dicom import open_dicom  # pydicom: only for DICOM series
 
     return open_dicom(path, series, modality, max_pixels)
 
@@ -115,7 +115,7 @@ def open_source(
 
     NIfTI files are volumes; a ``.json`` file is a STAC Item (only the matched assets
     are opened); anything else is read by GDAL as a raster. Unless ``allow_remote``,
-    the files a local input names are checked first (``pipeline.references``).
+    the files a local input names are checked first (``pipeline.sources.references``).
     """
     if not inputs:
         raise UsageError("no input given")
@@ -376,7 +376,7 @@ def result_options(card: ModelCard, options: SegmentOptions) -> dict[str, Any]:
 def run_fingerprint(
     inputs: list[Path], card: ModelCard, options: SegmentOptions, referenced: list[Path] | None = None
 ) -> dict[str, Any]:
-    """The fingerprint of segmenting ``inputs`` with ``card`` and ``options`` (see pipeline.fingerprint)."""
+    """The fingerprint of segmenting ``inputs`` with ``card`` and ``options`` (see ``fingerprint.py``)."""
     return fingerprint(inputs, card, result_options(card, options), referenced or [])
 
 

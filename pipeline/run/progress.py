@@ -34,7 +34,7 @@ class Counter:
 
 
 def engine_progress(progress: StageProgress, name: str, unit: str) -> Callable[[int, int], None]:
-    """The engine's ``(done, total)`` callback (``pipeline.infer.Progress``) as a stage, announced
+    """The engine's ``(done, total)`` callback (``pipeline.engine.infer.Progress``) as a stage, announced
     at the first report."""
     reported = [-1]
 

@@ -25,17 +25,17 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.atomic import atomic_outputs
-from pipeline.bands import select_bands
+from pipeline.engine.infer import EngineSettings, infer_array
 from pipeline.errors import CardError, InputError, UsageError
-from pipeline.geo import open_raster
-from pipeline.infer import EngineSettings, infer_array
-from pipeline.ingest import preparation
-from pipeline.intensity import resolve
-from pipeline.medical import is_nifti, open_nifti
-from pipeline.normalize import FILL_VALUE
-from pipeline.ownership import check_outputs_free
-from pipeline.source import SourceImage
+from pipeline.ingest.intensity import resolve
+from pipeline.ingest.normalize import FILL_VALUE
+from pipeline.ingest.to_zarr import preparation
+from pipeline.run.ownership import check_outputs_free
+from pipeline.sinks.atomic import atomic_outputs
+from pipeline.sources.bands import select_bands
+from pipeline.sources.geotiff import open_raster
+from pipeline.sources.image import SourceImage
+from pipeline.sources.nifti import is_nifti, open_nifti
 from unet.augment import Augmentation
 from unet.card import ModelCard, parse_card
 from unet.checkpoints import load_weights

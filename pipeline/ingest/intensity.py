@@ -17,7 +17,7 @@ import numpy as np
 from dask.base import compute
 
 from pipeline.errors import InputError
-from pipeline.prepare import Preparation
+from pipeline.ingest.prepare import Preparation
 from unet.card import (
     NormalizationSteps,
     PercentileNormalization,

@@ -29,11 +29,11 @@ from nibabel.orientations import io_orientation
 from nibabel.spatialimages import HeaderDataError
 
 from pipeline.errors import InputError, NotFoundError
-from pipeline.limits import DEFAULT_MAX_PIXELS, check_nifti, check_nrrd
-from pipeline.orientation import from_ras, ras_region, to_ras
-from pipeline.prepare import ValidMask
-from pipeline.source import SourceImage
-from pipeline.store import ZArray
+from pipeline.grids.orientation import from_ras, ras_region, to_ras
+from pipeline.ingest.prepare import ValidMask
+from pipeline.ingest.store import ZArray
+from pipeline.sources.image import SourceImage
+from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_nifti, check_nrrd
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLAB = 16

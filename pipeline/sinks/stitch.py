@@ -12,19 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import geo, medical
-from pipeline.areas import class_statistics
-from pipeline.atomic import atomic_outputs
-from pipeline.dicom_seg import SegSource, is_seg, write_seg
+from pipeline.engine.labels import stored_label_dtype
 from pipeline.errors import UsageError
-from pipeline.fingerprint import model_fingerprint
-from pipeline.labels import stored_label_dtype
-from pipeline.ownership import Stamp
-from pipeline.prepare import ValidMask
-from pipeline.progress import Counter, StageProgress
-from pipeline.store import ZArray
-from pipeline.vectorize import PolygonOptions, polygonize, write_polygons
-from pipeline.volume_stats import volume_statistics
+from pipeline.grids.areas import class_statistics
+from pipeline.ingest.prepare import ValidMask
+from pipeline.ingest.store import ZArray
+from pipeline.run.fingerprint import model_fingerprint
+from pipeline.run.ownership import Stamp
+from pipeline.run.progress import Counter, StageProgress
+from pipeline.sinks.atomic import atomic_outputs
+from pipeline.sinks.dicom_seg import SegSource, is_seg, write_seg
+from pipeline.sinks.polygons import PolygonOptions, polygonize, write_polygons
+from pipeline.sinks.volume_stats import volume_statistics
+from pipeline.sources import geotiff as geo
+from pipeline.sources import nifti as medical
 from unet.card import ModelCard
 
 

@@ -39,9 +39,9 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pipeline.errors import InputError, NotFoundError, UsageError
-from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_dicom_pixels
-from pipeline.orientation import to_ras
-from pipeline.source import SourceImage
+from pipeline.grids.orientation import to_ras
+from pipeline.sources.image import SourceImage
+from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_dicom_pixels
 
 logger = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import zarr
 
-from pipeline.blend import BlendMode, importance_map
+from pipeline.engine.blend import BlendMode, importance_map
+from pipeline.engine.labels import finalize, stored_label_dtype
+from pipeline.engine.merge import StreamingMerger
+from pipeline.engine.patch_grid import PatchGrid
+from pipeline.engine.patches import Batch, Prepare, iter_batches
 from pipeline.errors import ModelError, UsageError
-from pipeline.grid import PatchGrid
-from pipeline.labels import finalize, stored_label_dtype
-from pipeline.merge import StreamingMerger
-from pipeline.patches import Batch, Prepare, iter_batches
-from pipeline.store import DoneMarks, ZArray, create_array, spatial_chunks
+from pipeline.ingest.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,9 @@
 """A run's working folder and the manifest that decides whether a rerun may resume.
 
-The manifest stores the run's fingerprint (``pipeline.fingerprint``: inputs, model,
+The manifest stores the run's fingerprint (``pipeline.run.fingerprint``: inputs, model,
 options, format version). A rerun with an equal fingerprint resumes (ingest skipped if
 finished, done chunks kept); any difference, or ``--no-resume``, starts clean, and the
-reason is logged. Only a workdir segpipe marked (``pipeline.ownership``) is ever reused
+reason is logged. Only a workdir segpipe marked (``pipeline.run.ownership``) is ever reused
 or emptied. The manifest also stamps the outputs the run wrote, so that a rerun may
 replace them without ``--overwrite``.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UsageError
-from pipeline.fingerprint import difference
-from pipeline.ownership import LAYOUT_VERSION, MARKER, Stamp, mark, marker
+from pipeline.run.fingerprint import difference
+from pipeline.run.ownership import LAYOUT_VERSION, MARKER, Stamp, mark, marker
 
 log = logging.getLogger(__name__)
 

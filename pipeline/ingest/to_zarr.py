@@ -21,11 +21,11 @@ import dask.array as da
 from dask.base import compute
 
 from pipeline.errors import InputError
-from pipeline.intensity import resolve
-from pipeline.prepare import Preparation
-from pipeline.progress import Counter, StageProgress
-from pipeline.source import SourceImage
-from pipeline.store import ZArray, create_array, spatial_chunks
+from pipeline.ingest.intensity import resolve
+from pipeline.ingest.prepare import Preparation
+from pipeline.ingest.store import ZArray, create_array, spatial_chunks
+from pipeline.run.progress import Counter, StageProgress
+from pipeline.sources.image import SourceImage
 from unet.card import NormalizationSteps
 
 INGEST_WORKERS = 4

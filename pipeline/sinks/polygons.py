@@ -12,8 +12,8 @@ band plus the output polygons.
 Only then are polygons simplified (topology-preserving, tolerance in pixels, which for
 square pixels is tolerance x pixel size in source-CRS units), moved to the source CRS
 by the affine transform (rotated and sheared grids included), wound counter-clockwise
-and measured with :func:`pipeline.areas.geodesic_areas_m2`, edges densified to one
-pixel so that areas add up to those of :func:`pipeline.areas.class_statistics`.
+and measured with :func:`pipeline.grids.areas.geodesic_areas_m2`, edges densified to one
+pixel so that areas add up to those of :func:`pipeline.grids.areas.class_statistics`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import shapely  # type: ignore[import-untyped]
 from affine import Affine
 from pyproj import CRS
 
-from pipeline.areas import (
+from pipeline.errors import InputError, UsageError
+from pipeline.grids.areas import (
     MaskLike,
     check_inputs,
     crs_name,
@@ -40,8 +41,7 @@ from pipeline.areas import (
     read_band,
     row_bands,
 )
-from pipeline.errors import InputError, UsageError
-from pipeline.store import ZArray
+from pipeline.ingest.store import ZArray
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # what GDAL's polygonize takes as values

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter
 
-from pipeline.normalize import FILL_VALUE, normalize
-from pipeline.store import ZArray
+from pipeline.ingest.normalize import FILL_VALUE, normalize
+from pipeline.ingest.store import ZArray
 from unet.card import NormalizationSteps
 
 _NORMALIZATION: TypeAdapter[NormalizationSteps] = TypeAdapter(NormalizationSteps)

@@ -293,7 +293,7 @@ def workdir_quicklook(
     Rasters take the labels from the written COG (it carries the nodata), volumes from
     the workdir's ``labels.zarr`` (RAS voxel order, like ``image.zarr``).
     """
-    from pipeline.store import open_array
+    from pipeline.ingest.store import open_array
 
     image = open_array(workdir / "image.zarr")
     attrs: dict[str, Any] = dict(image.attrs.asdict())

@@ -30,7 +30,7 @@ from torch.nn.functional import interpolate
 
 RESOLUTION_TOLERANCE = 0.01
 # Values (float32) of one slab of output rows, unless a single row is larger; the size
-# checks hold one row to a share of --max-pixels (pipeline/segment.py).
+# checks hold one row to a share of --max-pixels (pipeline/run/segment.py).
 SLAB_VALUES = 1 << 24
 
 ReadRows = Callable[[np.ndarray], np.ndarray]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.grid import PatchGrid
+from pipeline.engine.patch_grid import PatchGrid
 
 Prepare = Callable[[np.ndarray], np.ndarray]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.errors import NotFoundError
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # the pipeline package
 FLOOD_SCENE = "Spain_7370579_S1Hand.tif"
 MNI_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 import pystac
 
 from pipeline.errors import InputError, NotFoundError
-from pipeline.geo import BandRef
-from pipeline.references import VSI, check_local
+from pipeline.sources.geotiff import BandRef
+from pipeline.sources.references import VSI, check_local
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-vrt")
@@ -84,7 +84,7 @@ def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
     """Every band of every local raster asset of the STAC Item at ``path``.
 
     Assets must lie in the item's folder (or below) unless ``allow_remote``; see
-    ``pipeline.references``.
+    ``pipeline.sources.references``.
     """
     if not path.is_file():
         raise NotFoundError(f"{path}: file not found")

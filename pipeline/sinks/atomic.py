@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
-from pipeline.ownership import Stamp, stamp
+from pipeline.run.ownership import Stamp, stamp
 
 # side files GDAL (.aux.xml, overviews, masks) and SQLite (GeoPackage journals) add to a name
 SIDE_FILES = r"(\.aux\.xml|\.ovr|\.ovr\.tmp|\.msk|-journal|-wal|-shm)?"

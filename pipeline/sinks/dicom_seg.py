@@ -43,11 +43,11 @@ from pydicom.uid import UID, generate_uid
 from pydicom.valuerep import DSfloat, validate_value
 
 import pipeline
-from pipeline.dicom import series_tag
 from pipeline.errors import InputError, NotFoundError
-from pipeline.orientation import from_ras
-from pipeline.source import SourceImage
-from pipeline.store import ZArray
+from pipeline.grids.orientation import from_ras
+from pipeline.ingest.store import ZArray
+from pipeline.sources.dicom import series_tag
+from pipeline.sources.image import SourceImage
 from unet.card import ModelCard
 
 if TYPE_CHECKING:

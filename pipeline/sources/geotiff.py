@@ -26,13 +26,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from pipeline.engine.labels import stored_label_dtype
 from pipeline.errors import InputError, NotFoundError
-from pipeline.grids import Grid, at_resolution, resamplable_onto, same_grid
-from pipeline.labels import stored_label_dtype
-from pipeline.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_raster
-from pipeline.prepare import ValidMask
-from pipeline.source import SourceImage
-from pipeline.store import ZArray
+from pipeline.grids.georef import Grid, at_resolution, resamplable_onto, same_grid
+from pipeline.ingest.prepare import ValidMask
+from pipeline.ingest.store import ZArray
+from pipeline.sources.image import SourceImage
+from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_raster
 
 GDAL_CACHE_MB = 64
 LABEL_NODATA = 255
@@ -45,7 +45,7 @@ COG_BLOCK = 512
 # these extensions, so none is fetched; inline Python in VRT pixel functions never runs.
 NO_NETWORK = {"CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".segpipe-network-disabled"}
 # Drivers that fetch over HTTP by themselves (from a small XML or JSON description), or
-# that read datasets named in their own index, unchecked by pipeline.references (GTI).
+# that read datasets named in their own index, unchecked by pipeline.sources.references (GTI).
 NETWORK_DRIVERS = frozenset(
     {"DAAS", "EEDA", "EEDAI", "GTI", "HTTP", "KMLSUPEROVERLAY", "NGW", "OGCAPI", "PLMOSAIC", "STACIT"}
     | {"STACTA", "WCS", "WMS", "WMTS"}
