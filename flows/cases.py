@@ -22,7 +22,8 @@ from flows.names import sanitise, strip_suffix, unique
 from flows.pseudonyms import digest, pseudonym
 from flows.results import CaseKind
 from pipeline.errors import InputError, NotFoundError
-from pipeline.sources.nifti import is_nifti, is_nrrd
+from pipeline.sources.nifti import is_nifti
+from pipeline.sources.nrrd import is_nrrd
 from pipeline.sources.references import inside
 
 log = logging.getLogger(__name__)

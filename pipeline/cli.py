@@ -209,8 +209,8 @@ def _check_quicklook(quicklook: Path | None, output: Path) -> None:
 
 
 def _write_quicklook(inputs: list[Path], card: Any, options: Any, result: Any, path: Path) -> None:
-    from pipeline.run.segment import open_source
     from pipeline.sinks.quicklook import source_quicklook
+    from pipeline.sources.opening import open_source
 
     source, _ = open_source(
         inputs, card, options.bands, options.series, options.allow_remote, options.max_pixels

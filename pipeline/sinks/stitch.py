@@ -20,12 +20,11 @@ from pipeline.ingest.store import ZArray
 from pipeline.run.fingerprint import model_fingerprint
 from pipeline.run.ownership import Stamp
 from pipeline.run.progress import Counter, StageProgress
+from pipeline.sinks import cog, nifti
 from pipeline.sinks.atomic import atomic_outputs
 from pipeline.sinks.dicom_seg import SegSource, is_seg, write_seg
 from pipeline.sinks.polygons import PolygonOptions, polygonize, write_polygons
 from pipeline.sinks.volume_stats import volume_statistics
-from pipeline.sources import geotiff as geo
-from pipeline.sources import nifti as medical
 from unet.card import ModelCard
 
 
@@ -100,7 +99,7 @@ def write_outputs(
         temporaries = stack.enter_context(atomic_outputs(paths.requested(), ready))
         temporary = dict(zip(paths.requested(), temporaries, strict=True))
         if kind == "raster":
-            geo.write_labels(
+            cog.write_labels(
                 temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch, written
             )
         elif is_seg(paths.labels):
@@ -109,19 +108,19 @@ def write_outputs(
             write_seg(temporary[paths.labels], labels, geometry, seg_source, card)
             _advance(written)
         else:
-            medical.write_nifti(
+            nifti.write_nifti(
                 temporary[paths.labels], labels, geometry, label_dtype, valid=valid, written=written
             )
         if paths.probabilities is not None and probabilities is not None:
             target = temporary[paths.probabilities]
             if kind == "raster":
                 names = probability_names(card)
-                geo.write_probabilities(
+                cog.write_probabilities(
                     target, probabilities, valid, geometry, names, card.name, scratch, written
                 )
             else:
                 channels = probabilities.shape[0]
-                medical.write_nifti(
+                nifti.write_nifti(
                     target, probabilities, geometry, np.dtype(np.float32), channels, valid, np.nan, written
                 )
         if paths.polygons is not None:
@@ -145,14 +144,14 @@ def _writing_steps(
 ) -> int:
     """The units ``write_outputs`` reports: what each writer's loop writes, one per other output."""
     if kind == "raster":
-        steps = geo.row_blocks(labels)
+        steps = cog.row_blocks(labels)
     elif is_seg(paths.labels):
         steps = 1
     else:
-        steps = medical.nifti_slabs(geometry)
+        steps = nifti.nifti_slabs(geometry)
     if paths.probabilities is not None and probabilities is not None:
         if kind == "raster":
-            steps += geo.row_blocks(probabilities, axis=1)
+            steps += cog.row_blocks(probabilities, axis=1)
         else:
-            steps += medical.nifti_slabs(geometry, probabilities.shape[0])
+            steps += nifti.nifti_slabs(geometry, probabilities.shape[0])
     return steps + (paths.polygons is not None) + (paths.stats is not None)

@@ -20,7 +20,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import parse as parse_xml
 
 from pipeline.errors import InputError, NotFoundError
-from pipeline.sources.nifti import is_nrrd
+from pipeline.sources.nrrd import is_nrrd
 
 # A URL scheme or a GDAL driver/connection prefix: letters, digits, "+.-_" and a colon.
 PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-_]*:")

@@ -19,7 +19,7 @@ import torch
 from affine import Affine
 
 from pipeline.cli import main
-from pipeline.sources import geotiff as geo
+from pipeline.sinks import cog
 from tests.helpers import (
     PlusOne,
     lps_affine,
@@ -290,7 +290,7 @@ def test_disk_full_while_writing_leaves_no_output(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(geo, "_to_cog", full)
+    monkeypatch.setattr(cog, "_to_cog", full)
     before = set(tmp_path.rglob("*"))
     code = main(["segment", str(scene), "-m", card, "-o", str(tmp_path / "m.tif"), "--device", "cpu", "-q"])
     err = capsys.readouterr().err.strip()
