@@ -22,7 +22,6 @@ from pipeline.engine.infer import EngineSettings, EngineStats, Progress, run_eng
 from pipeline.engine.labels import labels_from_probabilities, stored_label_dtype
 from pipeline.engine.patch_grid import PatchGrid
 from pipeline.errors import InputError, SegpipeError, UsageError
-from pipeline.grids.areas import check_geometry
 from pipeline.grids.resample import model_shape, resample_slabs
 from pipeline.ingest.normalize import FILL_VALUE
 from pipeline.ingest.prepare import Preparation, ValidMask
@@ -32,9 +31,9 @@ from pipeline.run.fingerprint import fingerprint
 from pipeline.run.ownership import check_outputs_free, check_workdir, remove_workdir
 from pipeline.run.progress import StageProgress, engine_progress
 from pipeline.run.workdir import Workdir, written_stamps
-from pipeline.sinks.atomic import check_writable
+from pipeline.sinks.checks import check_areas, check_outputs
 from pipeline.sinks.dicom_seg import SegSource, collect_seg_source, is_seg
-from pipeline.sinks.polygons import PolygonOptions, check_polygon_output
+from pipeline.sinks.polygons import PolygonOptions
 from pipeline.sinks.stitch import OutputPaths, write_outputs
 from pipeline.sources.image import SourceImage
 from pipeline.sources.limits import BLOCK_SHARE, DEFAULT_MAX_PIXELS, check_declared_size
@@ -44,10 +43,6 @@ from unet.loaders import load_network
 from unet.recipes import recipe_networks, run_recipe
 
 log = logging.getLogger(__name__)
-
-RASTER_OUTPUTS = (".tif", ".tiff")
-VOLUME_OUTPUTS = (".nii", ".nii.gz")
-POLYGON_OUTPUTS = (".gpkg", ".geojson", ".json")
 
 
 @dataclass(frozen=True)
@@ -80,55 +75,6 @@ class SegmentResult:
     stats: EngineStats
     seconds: float
     statistics: dict[str, Any] | None = None
-
-
-def _check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
-    """Suffixes that fit the input, writable folders, all distinct, none of them an input."""
-    kind = source.kind
-    dicom = source.attrs.get("source_format") == "dicom"
-    if is_seg(paths.labels) and not dicom:
-        raise UsageError(
-            f"-o {paths.labels}: a DICOM SEG needs source DICOM images, but {inputs[0]} is not a DICOM "
-            "series; write .nii or .nii.gz"
-        )
-    labels_allowed = (*VOLUME_OUTPUTS, ".dcm") if dicom else VOLUME_OUTPUTS
-    suffixes = {
-        "-o": (paths.labels, RASTER_OUTPUTS if kind == "raster" else labels_allowed),
-        "--probabilities": (paths.probabilities, RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS),
-        "--polygons": (paths.polygons, POLYGON_OUTPUTS),
-        "--stats": (paths.stats, (".json",)),
-    }
-    if paths.polygons is not None and kind != "raster":
-        raise UsageError(f"--polygons {paths.polygons}: polygons are made for raster inputs only")
-    if kind == "raster" and source.attrs.get("crs") is None and (paths.polygons or paths.stats):
-        raise InputError(
-            f"{inputs[0]}: has no CRS, so polygons and areas (--polygons, --stats) cannot be placed"
-        )
-    for option, (path, allowed) in suffixes.items():
-        if path is None:
-            continue
-        if not path.name.lower().endswith(allowed):
-            raise UsageError(f"{option} {path}: a {kind} input needs a {' or '.join(allowed)} file here")
-        check_writable(path)
-    resolved = [path.resolve() for path in paths.requested()]
-    if len(set(resolved)) != len(resolved):
-        raise UsageError("-o, --probabilities, --polygons and --stats must name different files")
-    taken = {path.resolve() for path in [*inputs, *source.paths]}
-    for path in paths.requested():
-        if path.resolve() in taken:
-            raise UsageError(f"{path}: would overwrite an input")
-
-
-def _check_areas(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
-    """Polygons and areas need a grid with ground areas (a CRS with an ellipsoid): refused before work."""
-    if source.kind != "raster" or not (paths.polygons or paths.stats):
-        return
-    try:
-        check_geometry(source.attrs)
-    except InputError as exc:
-        raise InputError(f"{inputs[0]}: --polygons/--stats: {exc}") from None
-    if paths.polygons is not None:
-        check_polygon_output(paths.polygons, source.attrs.get("crs"))
 
 
 def _polygon_options(card: ModelCard, options: SegmentOptions) -> PolygonOptions:
@@ -341,8 +287,8 @@ def prepare_run(
     source, bands = open_source(
         inputs, card, options.bands, options.series, options.allow_remote, options.max_pixels
     )
-    _check_outputs(paths, source, inputs)
-    _check_areas(paths, source, inputs)
+    check_outputs(paths, source, inputs)
+    check_areas(paths, source, inputs)
     seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
     polygon_options = _polygon_options(card, options)
     if source.kind == "raster" and source.attrs.get("crs") is None:
