@@ -33,9 +33,10 @@ MAX_PARAMETERS = 8
 
 # Which part of ``pipeline`` may import which: a part is a subpackage or a top-level module.
 # The order is the data path (input files -> sources -> ingest -> engine -> sinks, with run
-# around it and cli on top); ``grids`` holds pure geometry that readers and writers share, so
-# it comes first. ``errors`` and ``logsafe`` may be imported by every part. Derived from the
-# code: an import that goes against the data path is listed in BACKWARD, not here.
+# around it and cli on top); ``grids`` holds the geometry that readers and writers share, so
+# it comes first (not second, as in the data path: the readers import it). ``errors`` and
+# ``logsafe`` may be imported by every part. Derived from the code: an import that goes
+# against the data path is listed in BACKWARD, not here.
 BASE = frozenset({"errors", "logsafe"})
 ALLOWED: Mapping[str, frozenset[str]] = {
     "errors": frozenset(),
