@@ -10,102 +10,23 @@ the Prefect UI. Pictures are shrunk to stay small in the repository.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from PIL import Image
+
+from tests.local_services import chromium, find_browser, prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 FLOOD_RUN = "flood-Spain_7370579_S1Hand"
 FLOOD_QUICKLOOK = Path("flood") / "Spain_7370579_S1Hand.quicklook.png"
 BRAIN_QUICKLOOK = Path("scans") / "t1.quicklook.png"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--hide-scrollbars",
-)
 WINDOW = (1400, 900)
 MAX_WIDTH = 1100  # README pictures: wide enough to read, small enough to keep under ~300 kB
-STARTUP_S = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def server_env(home: Path, port: int) -> dict[str, str]:
-    """The environment of a private server and of everything that reports to it (the V1 UI works offline)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_API_HOST="127.0.0.1",
-        PREFECT_SERVER_API_PORT=str(port),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_V2_ENABLED="false",
-        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
-        DO_NOT_TRACK="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    return env
-
-
-@contextlib.contextmanager
-def prefect_server(home: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """``prefect server start`` until the block ends; yields the UI's URL and the env to reach it."""
-    port = free_port()
-    env = server_env(home, port)
-    url = f"http://127.0.0.1:{port}"
-    log = home / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"prefect server exited:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"prefect server not healthy after {STARTUP_S:.0f} s")
-            time.sleep(0.5)
-        yield url, env
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=15)
 
 
 def flow_run_id(url: str, name: str) -> str:
@@ -119,33 +40,13 @@ def flow_run_id(url: str, name: str) -> str:
     return str(runs[0]["id"])
 
 
-def browser() -> str:
-    for name in BROWSERS:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise SystemExit(f"no headless browser found ({', '.join(BROWSERS)}); install Debian's chromium")
-
-
 def screenshot(url: str, destination: Path, profile: Path) -> None:
-    done = subprocess.run(
-        [
-            browser(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            f"--window-size={WINDOW[0]},{WINDOW[1]}",
-            "--virtual-time-budget=20000",
-            f"--screenshot={destination}",
-            url,
-        ],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if done.returncode != 0 or not destination.is_file():
-        raise SystemExit(f"chromium failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    browser = find_browser()
+    if browser is None:
+        raise SystemExit("no headless browser found; install Debian's chromium")
+    chromium(browser, profile, url, f"--screenshot={destination}", window=WINDOW)
+    if not destination.is_file():
+        raise SystemExit(f"chromium wrote no screenshot of {url}")
 
 
 def shrink(source: Path, destination: Path, max_width: int = MAX_WIDTH) -> None:
@@ -168,7 +69,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="segpipe-screenshots-") as folder:
         scratch = Path(folder)
         (scratch / "prefect").mkdir()
-        with prefect_server(scratch / "prefect") as (url, env):
+        with prefect_server(scratch / "prefect") as server:
+            url, env = server.url, server.env
             demo = scratch / "demo"
             command = [sys.executable, "-m", "pipeline.cli", "demo", "-o", str(demo), "--device", args.device]
             subprocess.run([*command, "-q"], env=env, cwd=ROOT, check=True)

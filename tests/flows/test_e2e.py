@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,14 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PrefectServer, stop_process_group
 from tests.helpers import REPO
+from tests.local_services import PrefectServer, ServiceError, chromium, find_browser, stop_process_group
 
 pytestmark = pytest.mark.slow
 
 NAME = "Spain_7370579_S1Hand"  # data/samples' scene, prefect.yaml's default
 KEY = "flood-spain-7370579-s1hand"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 @dataclass
@@ -151,33 +149,17 @@ def test_the_deployment_run_writes_outputs_artifacts_and_library_logs(deployed_r
 
 
 def _browser() -> str:
-    for name in BROWSERS:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(f"no headless browser found ({', '.join(BROWSERS)}); install Debian's chromium")
+    found = find_browser()
+    if found is None:
+        pytest.skip("no headless browser found; install Debian's chromium")
+    return found
 
 
 def _chromium(browser: str, profile: Path, url: str, *args: str) -> str:
-    done = subprocess.run(
-        [
-            browser,
-            *("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
-            *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
-            f"--user-data-dir={profile}",
-            "--window-size=1400,1000",
-            "--virtual-time-budget=20000",
-            *args,
-            url,
-        ],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    try:
+        return chromium(browser, profile, url, *args)
+    except ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 def _text(dom: str) -> str:
