@@ -46,7 +46,7 @@ import pipeline
 from pipeline.errors import InputError, NotFoundError
 from pipeline.grids.orientation import from_ras
 from pipeline.ingest.store import ZArray
-from pipeline.sources.dicom import series_tag
+from pipeline.sources.dicom.series import series_tag
 from pipeline.sources.image import SourceImage
 from unet.card import ModelCard
 

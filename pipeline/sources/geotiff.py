@@ -26,6 +26,7 @@ from pipeline.errors import InputError, NotFoundError
 from pipeline.grids.georef import Grid, at_resolution, resamplable_onto, same_grid
 from pipeline.sources.image import SourceImage
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_raster
+from pipeline.sources.registry import Opened, OpenOptions, Reader, by_name, register
 
 GDAL_CACHE_MB = 64
 CHUNK_TARGET = 1024
@@ -301,3 +302,16 @@ def open_raster(
 ) -> SourceImage:
     """Stack the bands of ``paths`` (one multi-band file, or single-band files on one grid)."""
     return open_bands(file_bands(paths, remote), resolution_m, remote, max_pixels)
+
+
+def _open_inputs(inputs: list[Path], options: OpenOptions) -> Opened:
+    image = open_raster(inputs, options.resolution_m, options.allow_remote, options.max_pixels)
+    return by_name(image, inputs, options)
+
+
+def _anything(path: Path) -> bool:
+    """GDAL reads most raster formats (and says so when it cannot)."""
+    return True
+
+
+register(Reader(name="gdal", kind="raster", claims=_anything, open=_open_inputs, fallback=True))

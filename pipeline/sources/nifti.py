@@ -28,6 +28,7 @@ from pipeline.errors import InputError, NotFoundError
 from pipeline.grids.orientation import to_ras
 from pipeline.sources.image import SourceImage
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_nifti
+from pipeline.sources.registry import Opened, OpenOptions, Reader, by_name, register
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLAB = 16
@@ -145,3 +146,10 @@ def _header_text(header: Any) -> str:
     buffer = io.BytesIO()
     header.write_to(buffer)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _open(inputs: list[Path], options: OpenOptions) -> Opened:
+    return by_name(open_nifti(inputs[0], options.max_pixels), inputs, options)
+
+
+register(Reader(name="nifti", kind="volume", claims=is_nifti, open=_open, alone="volume"))

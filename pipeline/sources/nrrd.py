@@ -12,6 +12,7 @@ from pipeline.grids.orientation import to_ras
 from pipeline.sources.image import SourceImage
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_nrrd
 from pipeline.sources.nifti import SLAB, volume_source, voxel_orientation
+from pipeline.sources.registry import Opened, OpenOptions, Reader, by_name, register
 
 NRRD_SPACES = {
     "left-posterior-superior": np.diag([-1.0, -1.0, 1.0]),
@@ -66,3 +67,10 @@ def open_nrrd(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
         "zooms": [float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)],
     }
     return volume_source(to_ras(volume, ornt), path, attrs)
+
+
+def _open(inputs: list[Path], options: OpenOptions) -> Opened:
+    return by_name(open_nrrd(inputs[0], options.max_pixels), inputs, options)
+
+
+register(Reader(name="nrrd", kind="volume", claims=is_nrrd, open=_open, alone="volume"))

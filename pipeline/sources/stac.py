@@ -17,8 +17,10 @@ from urllib.parse import urlparse
 import pystac
 
 from pipeline.errors import InputError, NotFoundError
-from pipeline.sources.geotiff import BandRef
-from pipeline.sources.references import VSI, check_local
+from pipeline.sources.bands import select_bands
+from pipeline.sources.geotiff import BandRef, open_bands
+from pipeline.sources.references import VSI, check_inputs, check_local
+from pipeline.sources.registry import Opened, OpenOptions, Reader, register
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-vrt")
@@ -119,3 +121,33 @@ def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
     if not refs:
         raise InputError(f"{path}: the STAC Item has no raster assets")
     return refs
+
+
+def _open(inputs: list[Path], options: OpenOptions) -> Opened:
+    """The item's bands that feed the card's channels, in channel order: only their files are opened.
+
+    Without ``options.allow_remote``, the chosen files are checked first (they may be VRTs).
+    """
+    path = inputs[0]
+    refs = item_bands(path, options.allow_remote)
+    requested = list(options.bands) if options.bands is not None else None
+    names = [ref.name for ref in refs]
+    commons = [ref.common_name for ref in refs]
+    picked = select_bands(names, list(options.channels), requested, str(path), commons)
+    chosen = [refs[i] for i in picked]
+    if not options.allow_remote:
+        check_inputs([ref.path for ref in chosen], [path.absolute().parent])
+    image = open_bands(chosen, options.resolution_m, options.allow_remote, options.max_pixels)
+    return Opened(image, list(range(len(picked))))
+
+
+register(
+    Reader(
+        name="stac",
+        kind="raster",
+        claims=is_stac_item,
+        open=_open,
+        alone="STAC Item",
+        checks_own_references=True,
+    )
+)

@@ -24,17 +24,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
-import pipeline.sources.dicom
+import pipeline.sources.dicom.slices
 from pipeline.errors import InputError, NotFoundError, UsageError
-from pipeline.sources.dicom import (
-    DicomSeries,
-    find_series,
-    open_dicom,
-    read_volume,
-    scan_series,
-    select_series,
-    series_tag,
-)
+from pipeline.sources.dicom.series import DicomSeries, scan_series, select_series, series_tag
+from pipeline.sources.dicom.volume import open_dicom, stored_volume
 from tests.helpers import shared_file
 
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "SECRET-4711", "PatientBirthDate": "19700101"}
@@ -161,13 +154,13 @@ def canonical(volume: np.ndarray, affine: np.ndarray) -> Any:
 def test_series_matches_the_dicom2nifti_reference_in_world_space(name: str) -> None:
     folder = shared_file(f"med/dicom2nifti_series/{name}/dicom")
     stored = nib.load(shared_file(f"med/dicom2nifti_series/{name}/001_ground_truth.nii.gz"))
-    [series] = find_series(folder)
+    [series], _ = scan_series(folder)
     assert series.shape == stored.shape  # (columns, rows, slices), as dicom2nifti stores it
     # Compared in world space: both brought to the closest canonical (RAS) voxel order. Our slices
     # ascend along the slice normal; dicom2nifti stacks both series the other way with the slice
     # axis negated, which canonicalisation undoes.
     reference = nib.as_closest_canonical(stored)
-    ours = canonical(read_volume(series), series.affine)
+    ours = canonical(stored_volume(series).compute(), series.affine)
     assert np.allclose(ours.affine, reference.affine, rtol=0, atol=1e-3)
     assert ours.shape == reference.shape
     assert np.array_equal(np.asarray(ours.dataobj), reference.get_fdata())
@@ -176,14 +169,14 @@ def test_series_matches_the_dicom2nifti_reference_in_world_space(name: str) -> N
 @pytest.mark.parametrize("name", REAL)
 def test_open_dicom_gives_the_lazy_volume_in_ras_order_with_its_geometry(name: str) -> None:
     folder = shared_file(f"med/dicom2nifti_series/{name}/dicom")
-    [series] = find_series(folder)
+    [series], _ = scan_series(folder)
     image = open_dicom(folder)
     ornt = io_orientation(series.affine)
     assert image.kind == "volume"
     assert image.data.dtype == np.float32
     slice_axis = 1 + int(ornt[2, 0])
     assert image.data.chunks[slice_axis] == (1,) * series.shape[2]  # one chunk (one file read) per slice
-    expected = canonical(read_volume(series), series.affine)
+    expected = canonical(stored_volume(series).compute(), series.affine)
     assert np.array_equal(image.data.compute(scheduler="synchronous")[0], np.asarray(expected.dataobj))
     assert image.paths == list(series.files)
     assert (image.band_names, image.scales, image.offsets, image.nodata, image.declared) == (
@@ -209,7 +202,7 @@ def test_open_dicom_gives_the_lazy_volume_in_ras_order_with_its_geometry(name: s
 
 def test_oblique_ct_is_sorted_along_the_normal_and_rescaled_to_hounsfield_units(tmp_path: Path) -> None:
     written = write_series(tmp_path, slices=6, rotation=oblique(), step=3.0)
-    [series] = find_series(tmp_path)
+    [series], _ = scan_series(tmp_path)
     assert series.series_uid == written.uid
     assert series.modality == "CT"
     assert series.shape == (7, 6, 6)
@@ -218,7 +211,7 @@ def test_oblique_ct_is_sorted_along_the_normal_and_rescaled_to_hounsfield_units(
     assert np.allclose(series.zooms, (0.7, 0.8, 3.0), atol=1e-4)
     assert series.is_axial  # 20 deg off the z axis
     assert np.allclose(series.affine, written.affine, atol=1e-4)
-    volume = read_volume(series)
+    volume = stored_volume(series).compute()
     assert volume.dtype == np.float32
     assert np.array_equal(volume, written.hu)
     assert volume.min() < -900  # stored 0..4095 became -1024..7166 HU
@@ -249,7 +242,7 @@ def test_stacks_that_cannot_be_assembled_exactly_are_refused(
 ) -> None:
     written = write_series(tmp_path, **options)
     with pytest.raises(InputError, match=message) as error:
-        find_series(tmp_path)
+        open_dicom(tmp_path)
     assert str(tmp_path) in str(error.value)
     assert written.uid in str(error.value)
 
@@ -257,7 +250,7 @@ def test_stacks_that_cannot_be_assembled_exactly_are_refused(
 def test_a_gap_names_the_files_on_either_side(tmp_path: Path) -> None:
     written = write_series(tmp_path, steps=[2.5, 2.5, 5.0, 2.5])
     with pytest.raises(InputError, match="about 1 slice") as error:
-        find_series(tmp_path)
+        open_dicom(tmp_path)
     for path in written.paths[2:4]:
         assert str(path.relative_to(tmp_path)) in str(error.value)
 
@@ -286,7 +279,7 @@ def test_slices_that_disagree_are_refused(tmp_path: Path, changes: dict[str, Any
     written = write_series(tmp_path)
     edit(written.paths[3], **changes)
     with pytest.raises(InputError, match=message):
-        find_series(tmp_path)
+        open_dicom(tmp_path)
 
 
 def test_files_without_pixels_or_geometry_are_skipped_when_a_series_remains(tmp_path: Path) -> None:
@@ -295,7 +288,7 @@ def test_files_without_pixels_or_geometry_are_skipped_when_a_series_remains(tmp_
     edit(other.paths[0], PixelData=None)
     edit(other.paths[1], ImagePositionPatient=None)
     (tmp_path / "notes.txt").write_text("not DICOM")
-    [series] = find_series(tmp_path)
+    [series], _ = scan_series(tmp_path)
     assert series.series_uid == written.uid
 
 
@@ -307,13 +300,13 @@ def test_nothing_usable_is_an_error_naming_the_file(tmp_path: Path, keyword: str
     for path in written.paths:
         edit(path, **{keyword: None})
     with pytest.raises(InputError, match=message) as error:
-        find_series(tmp_path)
+        open_dicom(tmp_path)
     assert "IM000" in str(error.value)
 
 
 def test_folder_problems(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="not found"):
-        find_series(tmp_path / "missing")
+        open_dicom(tmp_path / "missing")
     (tmp_path / "a.txt").write_text("hello")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.dcm").write_bytes(b"\x00" * 300)
@@ -321,7 +314,7 @@ def test_folder_problems(tmp_path: Path) -> None:
         open_dicom(tmp_path)
     assert str(tmp_path) in str(error.value)
     with pytest.raises(InputError, match="not a folder"):
-        find_series(tmp_path / "a.txt")
+        open_dicom(tmp_path / "a.txt")
 
 
 # --- choosing a series -------------------------------------------------------------------------------
@@ -339,7 +332,7 @@ def three_series(tmp_path: Path) -> dict[str, Written]:
 
 
 def test_the_largest_axial_series_is_chosen(tmp_path: Path, three_series: dict[str, Written]) -> None:
-    series = find_series(tmp_path)
+    series, _ = scan_series(tmp_path)
     assert len(series) == 3
     chosen = select_series(series, tmp_path)
     assert chosen.series_uid == three_series["axial"].uid  # the sagittal one is larger but not axial
@@ -353,7 +346,7 @@ def test_the_largest_axial_series_is_chosen(tmp_path: Path, three_series: dict[s
 def test_an_unknown_uid_or_modality_lists_the_available_series(
     tmp_path: Path, three_series: dict[str, Written]
 ) -> None:
-    series = find_series(tmp_path)
+    series, _ = scan_series(tmp_path)
     with pytest.raises(UsageError, match=r"no DICOM series 1\.2\.3\.4;") as error:
         select_series(series, tmp_path, series_uid="1.2.3.4")
     for written in three_series.values():
@@ -399,11 +392,11 @@ def test_compressed_series_decode_to_the_uncompressed_values(tmp_path: Path, syn
     size = {"rows": 32, "cols": 40}  # JPEG 2000's default 6 resolutions need 32 pixels a side
     plain = write_series(tmp_path / "plain", rotation=oblique(), seed=3, **size)
     packed = write_series(tmp_path / "packed", rotation=oblique(), seed=3, compress=syntax, **size)
-    [series] = find_series(packed.folder)
+    [series], _ = scan_series(packed.folder)
     assert series.transfer_syntaxes == (syntax,)
-    volume = read_volume(series)
+    volume = stored_volume(series).compute()
     assert np.array_equal(volume, plain.hu)
-    assert np.array_equal(volume, read_volume(find_series(plain.folder)[0]))
+    assert np.array_equal(volume, stored_volume(scan_series(plain.folder)[0][0]).compute())
 
 
 def test_an_undecodable_transfer_syntax_names_the_file_and_the_syntax(tmp_path: Path) -> None:
@@ -417,7 +410,7 @@ def test_an_undecodable_transfer_syntax_names_the_file_and_the_syntax(tmp_path: 
         ds["PixelData"].VR = "OB"
         ds.save_as(path, enforce_file_format=True)
     with pytest.raises(InputError, match=r"MPEG2 .*1\.2\.840\.10008\.1\.2\.4\.100") as error:
-        find_series(tmp_path)
+        open_dicom(tmp_path)
     assert "IM000" in str(error.value)
 
 
@@ -428,11 +421,11 @@ def test_a_missing_decoder_plugin_names_the_file_and_the_syntax(
     missing = SimpleNamespace(
         is_available=False, missing_dependencies=["plugin 'pylibjpeg' requires openjpeg"]
     )
-    monkeypatch.setattr(pipeline.sources.dicom, "get_decoder", lambda uid: missing)
+    monkeypatch.setattr(pipeline.sources.dicom.slices, "get_decoder", lambda uid: missing)
     with pytest.raises(
         InputError, match=r"JPEG 2000 .*1\.2\.840\.10008\.1\.2\.4\.90.*no decoder.*openjpeg"
     ) as error:
-        find_series(tmp_path)
+        open_dicom(tmp_path)
     assert "IM000" in str(error.value)
 
 
@@ -443,9 +436,9 @@ def test_corrupt_compressed_pixels_fail_on_read_naming_the_file(tmp_path: Path) 
     ds = dcmread(written.paths[1])
     ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 40])
     ds.save_as(written.paths[1], enforce_file_format=True)
-    [series] = find_series(tmp_path)
+    [series], _ = scan_series(tmp_path)
     with pytest.raises(InputError, match="cannot decode the pixel data") as error:
-        read_volume(series)
+        stored_volume(series).compute()
     assert str(written.paths[1]) in str(error.value)
     assert "JPEG 2000" in str(error.value)
 
@@ -492,11 +485,11 @@ def test_enhanced_multiframe_uses_per_frame_positions(tmp_path: Path) -> None:
     order = np.array([3, 0, 4, 2, 1])
     (tmp_path / "multi").mkdir()
     write_enhanced(tmp_path / "multi" / "enhanced.dcm", written, rotation, order)
-    [series] = find_series(tmp_path / "multi")
+    [series], _ = scan_series(tmp_path / "multi")
     assert series.files == (tmp_path / "multi" / "enhanced.dcm",) * 5
     assert series.frames == tuple(int(np.flatnonzero(order == k)[0]) for k in range(5))
     assert np.allclose(series.affine, written.affine, atol=1e-4)
-    assert np.array_equal(read_volume(series), written.hu)
+    assert np.array_equal(stored_volume(series).compute(), written.hu)
     image = open_dicom(tmp_path / "multi")
     expected = canonical(written.hu, written.affine)
     assert np.array_equal(image.data.compute(scheduler="synchronous")[0], np.asarray(expected.dataobj))
@@ -508,7 +501,7 @@ def test_a_multiframe_without_frame_positions_is_refused(tmp_path: Path) -> None
     write_enhanced(tmp_path / "cine" / "cine.dcm", written, AXIAL, np.arange(3))
     edit(tmp_path / "cine" / "cine.dcm", PerFrameFunctionalGroupsSequence=None)
     with pytest.raises(InputError, match=r"cine\.dcm: a multi-frame image \(3 frames\) without"):
-        find_series(tmp_path / "cine")
+        open_dicom(tmp_path / "cine")
 
 
 def test_series_dataclass_holds_no_patient_identifiers() -> None:

@@ -23,7 +23,8 @@ from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, generate_uid
 
 import pipeline.run.segment
 from pipeline.cli import main
-from pipeline.sources.dicom import find_series, read_volume, series_tag
+from pipeline.sources.dicom.series import scan_series, series_tag
+from pipeline.sources.dicom.volume import stored_volume
 from tests.helpers import threshold_card
 from tests.pipeline.test_dicom import SAGITTAL, Written, edit, oblique, write_series
 
@@ -150,20 +151,20 @@ def test_series_assemble_with_simpleitks_geometry_and_voxels(
     build: Callable[[Path], Written], tmp_path: Path
 ) -> None:
     written = build(tmp_path / "series")
-    chosen = [s for s in find_series(written.folder) if s.shape[2] == len(written.paths) and s.is_axial]
+    chosen = [s for s in scan_series(written.folder)[0] if s.shape[2] == len(written.paths) and s.is_axial]
     assert len(chosen) == 1
     [series] = chosen
     assert list(series.files) == written.paths
     affine, voxels = sitk_oracle(written.paths)
     assert np.allclose(series.affine, affine, rtol=0, atol=1e-4)
     assert np.allclose(series.affine, written.affine, rtol=0, atol=1e-4)
-    assert np.array_equal(read_volume(series), voxels.astype(np.float32))
-    assert np.array_equal(read_volume(series), written.hu)
+    assert np.array_equal(stored_volume(series).compute(), voxels.astype(np.float32))
+    assert np.array_equal(stored_volume(series).compute(), written.hu)
 
 
 def test_blank_sop_uids_are_taken_from_the_file_meta(tmp_path: Path) -> None:
     written = blank_sop_uids(tmp_path)
-    [series] = find_series(tmp_path)
+    [series], _ = scan_series(tmp_path)
     metas = [pydicom.dcmread(path).file_meta for path in written.paths]
     assert series.sop_instance_uids == tuple(str(m.MediaStorageSOPInstanceUID) for m in metas)
     assert series.sop_class_uids == tuple(str(m.MediaStorageSOPClassUID) for m in metas)

@@ -16,7 +16,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
 from pipeline.sinks.dicom_seg import SEG_SOURCE
-from pipeline.sources.dicom import find_series
+from pipeline.sources.dicom.series import scan_series
 from tests.helpers import shared_file, threshold_card, write_nifti
 from tests.pipeline.test_dicom import Written, oblique, write_series
 from tests.pipeline.test_dicom_anonymised import blank_sop_uids, marked, no_numbers, no_patient_id
@@ -57,7 +57,7 @@ def test_dicom_series_gives_a_nifti_mask_and_a_seg_with_the_same_voxels(tmp_path
     reference = _reference(name)  # dicom2nifti, an independent reader, is the oracle
     threshold = _threshold(reference)
     card = load_card(_card(tmp_path, threshold))
-    (series,) = find_series(folder)
+    (series,), _ = scan_series(folder)
     segment([folder], card, tmp_path / "mask.nii.gz", SegmentOptions(device="cpu"))
     mask = nib.load(tmp_path / "mask.nii.gz")
     canonical = nib.as_closest_canonical(mask)
