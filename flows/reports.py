@@ -10,6 +10,7 @@ in table rows with their control characters escaped.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,12 +25,16 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.png import data_uri
 from flows.results import ArchiveReport, CaseResult, InboxEntry, SceneResult
 from pipeline.logsafe import printable
 
 _ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 _MARKDOWN = re.compile(r"[\\`*_\[\]{}()#+!|~<>&]")
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...``: the form the Prefect UI shows inline for image artifacts."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def markdown_text(text: str) -> str:

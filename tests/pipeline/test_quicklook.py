@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.png import data_uri
+from flows.reports import data_uri
 from pipeline.sinks.quicklook import (
     amounts,
     composite_bands,
