@@ -1,8 +1,7 @@
 """Read a MONAI bundle folder as data: the card fields it implies, without running any of it.
 
-A bundle's ``configs/inference.json`` (or ``.yaml``) is MONAI's config language: ``_target_``
-names a class to import, ``$...`` is Python to evaluate, ``@key`` refers to another key.
-Here it is only read. The network definition (``network_def``, else ``network``) must name
+A bundle's ``configs/inference.json`` (or ``.yaml``) is MONAI's config language, here only
+read (``unet.bundle_config``). The network definition (``network_def``, else ``network``) must name
 an allow-listed MONAI network (``unet.networks``), and its arguments must be literals or
 ``@key`` references that resolve to literals; a ``$`` expression, a ``%`` macro or an object
 (``_target_``) among them is an error naming the file and key. Nothing is imported.
@@ -21,6 +20,7 @@ Fields read (each only where it maps exactly onto the card's meaning):
 - ``spatial_dims``: the network's ``spatial_dims`` argument, else the roi_size's length.
 
 What cannot be read exactly is left out, with the reason in ``Bundle.unread`` for errors.
+``complete_card`` fills a ``monai-bundle`` card's raw data from this before validation.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Unknown fields are errors, and every error names the card file and the field.
 
 ``format`` says what ``weights`` is: ``torchscript`` (a TorchScript file), ``onnx`` (an
 ONNX graph), ``monai`` (a ``.safetensors`` or PyTorch state dict for the allow-listed MONAI
-class in ``network``) or ``monai-bundle`` (a MONAI bundle folder). A bundle card may leave
+class in ``network``) or ``monai-bundle`` (a MONAI bundle folder): the formats registered
+in ``unet.formats``, which say what each accepts. A bundle card may leave
 out what the bundle says (``unet.bundle``); precedence, highest first: the card's own
 fields, then what the bundle's configs state, then the card schema's defaults.
 """
