@@ -1,8 +1,7 @@
 """Read a MONAI bundle folder as data: the card fields it implies, without running any of it.
 
-A bundle's ``configs/inference.json`` (or ``.yaml``) is MONAI's config language: ``_target_``
-names a class to import, ``$...`` is Python to evaluate, ``@key`` refers to another key.
-Here it is only read. The network definition (``network_def``, else ``network``) must name
+A bundle's ``configs/inference.json`` (or ``.yaml``) is MONAI's config language, here only
+read (``unet.bundle_config``). The network definition (``network_def``, else ``network``) must name
 an allow-listed MONAI network (``unet.networks``), and its arguments must be literals or
 ``@key`` references that resolve to literals; a ``$`` expression, a ``%`` macro or an object
 (``_target_``) among them is an error naming the file and key. Nothing is imported.
@@ -21,30 +20,26 @@ Fields read (each only where it maps exactly onto the card's meaning):
 - ``spatial_dims``: the network's ``spatial_dims`` argument, else the roi_size's length.
 
 What cannot be read exactly is left out, with the reason in ``Bundle.unread`` for errors.
+``complete_card`` fills a ``monai-bundle`` card's raw data from this before validation.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.errors import ModelError, NotFoundError
+from pipeline.errors import CardError, ModelError, NotFoundError
+from unet.bundle_config import Config, UnresolvedError, load_file, short_name
 from unet.networks import allowed_names, canonical_network
+
+log = logging.getLogger(__name__)
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 STATE_DICT = Path("models/model.pt")
 TORCHSCRIPT = Path("models/model.ts")
 SLIDING_WINDOW = {"SlidingWindowInferer", "SlidingWindowInfererAdapt"}
-SEPARATORS = ("::", "#")
-MAX_DEPTH = 32
-
-
-class UnresolvedError(ModelError):
-    """A config value that is not a literal: an expression, a macro, an object or a dangling reference."""
 
 
 @dataclass
@@ -68,120 +63,6 @@ class Bundle:
         if name.startswith("inputs."):
             return self.fields.get("inputs", {}).get(name.removeprefix("inputs."))
         return self.fields.get(name)
-
-
-def _load(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path}: not valid {path.suffix[1:].upper()}: {str(exc).splitlines()[0]}") from None
-
-
-def _short_name(target: str) -> str:
-    return target.rsplit(".", 1)[-1]
-
-
-class Config:
-    """A parsed config file and literal resolution of its ``@`` references."""
-
-    def __init__(self, data: dict[str, Any], path: Path) -> None:
-        self.data = data
-        self.path = path
-
-    def lookup(self, reference: str, key: str) -> tuple[Any, str]:
-        """The value at ``reference`` (``a::b::0``, or ``a#b#0``) and its key path."""
-        value: Any = self.data
-        parts = reference
-        for separator in SEPARATORS:
-            parts = parts.replace(separator, "\x00")
-        for part in parts.split("\x00"):
-            if isinstance(value, dict) and part in value:
-                value = value[part]
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                raise UnresolvedError(
-                    f"{self.path}: key '{key}': reference '@{reference}' names no key of the file"
-                )
-        return value, "::".join(parts.split("\x00"))
-
-    def literal(self, value: Any, key: str, depth: int = 0) -> Any:
-        """``value`` with ``@`` references replaced by the literals they name; never evaluates."""
-        if depth > MAX_DEPTH:
-            raise UnresolvedError(f"{self.path}: key '{key}': references nest too deep (a cycle?)")
-        if isinstance(value, str):
-            if value.startswith("$"):
-                raise UnresolvedError(
-                    f"{self.path}: key '{key}': '{value}' is a Python expression, which segpipe never "
-                    "evaluates; write the value itself"
-                )
-            if value.startswith("%"):
-                raise UnresolvedError(
-                    f"{self.path}: key '{key}': macro '{value}' is not supported; write the value"
-                )
-            if value.startswith("@"):
-                target, target_key = self.lookup(value[1:], key)
-                return self.literal(target, target_key, depth + 1)
-            return value
-        if isinstance(value, list):
-            return [self.literal(item, f"{key}::{index}", depth + 1) for index, item in enumerate(value)]
-        if isinstance(value, dict):
-            if "_target_" in value:
-                raise UnresolvedError(
-                    f"{self.path}: key '{key}': is an object ({value['_target_']}), not a literal value"
-                )
-            return {name: self.literal(item, f"{key}::{name}", depth + 1) for name, item in value.items()}
-        return value
-
-    def component(self, key: str) -> tuple[dict[str, Any], str] | None:
-        """The ``_target_`` mapping at top-level ``key`` (following ``@`` references), or None."""
-        if key not in self.data:
-            return None
-        value, path = self.data[key], key
-        for _ in range(MAX_DEPTH):
-            if not (isinstance(value, str) and value.startswith("@")):
-                break
-            value, path = self.lookup(value[1:], path)
-        if isinstance(value, str) and value.startswith("$"):
-            raise UnresolvedError(
-                f"{self.path}: key '{path}': '{value}' is a Python expression, which segpipe never evaluates"
-            )
-        if not isinstance(value, dict) or not isinstance(value.get("_target_"), str):
-            raise UnresolvedError(f"{self.path}: key '{path}': expected a mapping with a '_target_'")
-        return value, path
-
-    def transforms(self, key: str) -> list[tuple[str, dict[str, Any], str]]:
-        """``(class name, arguments, key)`` of each transform of the Compose at ``key``."""
-        found = self.component(key)
-        if found is None:
-            return []
-        compose, path = found
-        if _short_name(compose["_target_"]) != "Compose":
-            items, base = [compose], path
-        else:
-            items = compose.get("transforms", [])
-            base = f"{path}::transforms"
-            if isinstance(items, str):
-                if not items.startswith("@"):
-                    raise UnresolvedError(f"{self.path}: key '{base}': '{items}' is not a list of transforms")
-                items, base = self.lookup(items[1:], base)
-            if not isinstance(items, list):
-                raise UnresolvedError(f"{self.path}: key '{base}': expected a list of transforms")
-        result = []
-        for index, item in enumerate(items):
-            item_key = f"{base}::{index}"
-            if isinstance(item, str) and item.startswith("@"):
-                item, item_key = self.lookup(item[1:], item_key)
-            if not isinstance(item, dict) or not isinstance(item.get("_target_"), str):
-                raise UnresolvedError(
-                    f"{self.path}: key '{item_key}': expected a transform with a '_target_'"
-                )
-            if self.literal(item.get("_disabled_", False), f"{item_key}::_disabled_") is True:
-                continue
-            args = {name: value for name, value in item.items() if not name.startswith("_")}
-            result.append((_short_name(item["_target_"]), args, item_key))
-        return result
 
 
 def _network(config: Config) -> tuple[dict[str, Any], str]:
@@ -273,7 +154,7 @@ class _Reader:
         except UnresolvedError as exc:
             self.bundle.unread["patch_size"] = str(exc)
             return
-        if found is None or _short_name(found[0]["_target_"]) not in SLIDING_WINDOW:
+        if found is None or short_name(found[0]["_target_"]) not in SLIDING_WINDOW:
             self.bundle.unread["patch_size"] = f"{self.config.path}: no SlidingWindowInferer gives a roi_size"
             return
         inferer, key = found
@@ -355,7 +236,7 @@ def _channel_names(definition: Any) -> list[str] | None:
 
 def _metadata(bundle: Bundle, path: Path, activation: Any) -> None:
     """Channel and class names (and the modality) from ``network_data_format``."""
-    data = _load(path)
+    data = load_file(path)
     formats = data.get("network_data_format") if isinstance(data, dict) else None
     if not isinstance(formats, dict):
         return
@@ -387,7 +268,7 @@ def read_bundle(folder: Path, card: dict[str, Any]) -> Bundle:
     configs = [folder / "configs" / name for name in CONFIG_NAMES if (folder / "configs" / name).is_file()]
     if not configs:
         raise NotFoundError(f"{folder}: not a MONAI bundle: no configs/inference.json or .yaml")
-    data = _load(configs[0])
+    data = load_file(configs[0])
     if not isinstance(data, dict):
         raise ModelError(f"{configs[0]}: a bundle config must be a mapping, got {type(data).__name__}")
     config = Config(data, configs[0])
@@ -420,3 +301,57 @@ def read_bundle(folder: Path, card: dict[str, Any]) -> Bundle:
     if "spatial_dims" not in bundle.fields and isinstance(bundle.get("patch_size"), list):
         reader.put("spatial_dims", len(bundle.get("patch_size")), "inferer::roi_size")
     return bundle
+
+
+def complete_card(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The raw card ``data`` (read from ``path``) completed by its bundle's, and where each taken
+    field was read. Precedence, highest first: the card's own fields, then what the bundle's
+    configs state, then the card schema's defaults."""
+    weights = data.get("weights")
+    if not isinstance(weights, str):
+        return data, {}
+    folder = Path(weights) if Path(weights).is_absolute() else path.parent / weights
+    bundle = read_bundle(folder, data)
+    if "network" in data and bundle.weights.name == TORCHSCRIPT.name:
+        raise CardError(
+            f"{path}: field 'network': the bundle {folder} has no {STATE_DICT}, only {TORCHSCRIPT} "
+            "(TorchScript, which needs no network); remove the field"
+        )
+    merged = dict(data)
+    inputs = dict(data["inputs"]) if isinstance(data.get("inputs"), dict) else None
+    taken: dict[str, str] = {}
+    for name, source in bundle.sources.items():
+        value = bundle.get(name)
+        if name.startswith("inputs."):
+            if "inputs" in data and inputs is None:
+                continue
+            inputs = {} if inputs is None else inputs
+            if name.removeprefix("inputs.") not in inputs:
+                inputs[name.removeprefix("inputs.")] = value
+                taken[name] = source
+        elif name not in data:
+            merged[name] = value
+            taken[name] = source
+    if inputs is not None:
+        merged["inputs"] = inputs
+    for name, reason in bundle.unread.items():
+        head, _, tail = name.partition(".")
+        given = (tail in inputs) if head == "inputs" and tail and inputs is not None else name in merged
+        if given:
+            continue
+        if name in ("patch_size", "inputs.normalization"):
+            raise CardError(
+                f"{path}: field '{name}': the bundle cannot give it ({reason}); set it in the card"
+            )
+        log.warning(
+            "%s: field '%s' keeps the card's default: the bundle cannot give it (%s)", path, name, reason
+        )
+    overridden = sorted(set(bundle.sources) - set(taken))
+    log.info(
+        "%s: from bundle %s: %s%s",
+        path,
+        folder,
+        ", ".join(sorted(taken)) or "nothing",
+        f" (the card's own {', '.join(overridden)} take precedence)" if overridden else "",
+    )
+    return merged, taken

@@ -5,23 +5,20 @@ Unknown fields are errors, and every error names the card file and the field.
 
 ``format`` says what ``weights`` is: ``torchscript`` (a TorchScript file), ``onnx`` (an
 ONNX graph), ``monai`` (a ``.safetensors`` or PyTorch state dict for the allow-listed MONAI
-class in ``network``) or ``monai-bundle`` (a MONAI bundle folder). A bundle card may leave
+class in ``network``) or ``monai-bundle`` (a MONAI bundle folder): the formats registered
+in ``unet.formats``, which say what each accepts. A bundle card may leave
 out what the bundle says (``unet.bundle``); precedence, highest first: the card's own
 fields, then what the bundle's configs state, then the card schema's defaults.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -29,127 +26,56 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import CardError, NotFoundError
-from unet.bundle import STATE_DICT, TORCHSCRIPT, read_bundle
+from unet.formats import FORMATS
 from unet.networks import allowed_names, canonical_network
+from unet.normalization import (
+    Foreground,
+    LinearNormalization,
+    NoNormalization,
+    Normalization,
+    NormalizationSteps,
+    PercentileNormalization,
+    ReflectanceNormalization,
+    Strict,
+    VolumeZScoreNormalization,
+    WindowNormalization,
+    ZScoreNormalization,
+    normalization_steps,
+)
+from unet.weight_packages import WEIGHTS_GROUP, check_provider, in_package
 
-log = logging.getLogger(__name__)
-
-CARDS_DIR = Path(__file__).parent / "cards"
-# ``weights_package`` names a package that ships weights: one that declares itself in this
-# entry-point group (``[project.entry-points."segpipe.weights"] name = "name"``; the entry
-# point is never loaded), or one of the packages the bundled cards use, which predate it.
-WEIGHTS_GROUP = "segpipe.weights"
-WEIGHT_PACKAGES = frozenset({"deepbet", "ukis_csmask"})
-
-Activation = Literal["softmax", "sigmoid", "none"]
-Format = Literal["torchscript", "onnx", "monai", "monai-bundle"]
-# a monai card's weights: safetensors, or a PyTorch state dict (read with weights_only=True)
-MONAI_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NoNormalization(_Strict):
-    """Values go to the network as stored."""
-
-    kind: Literal["none"] = "none"
-
-
-class LinearNormalization(_Strict):
-    """``x * scale + offset`` (e.g. reflectance x 10000 -> [0, 1] with scale 1e-4)."""
-
-    kind: Literal["linear"]
-    scale: float
-    offset: float = 0.0
-
-
-class WindowNormalization(_Strict):
-    """Clip to ``[low, high]`` then map linearly to ``[0, 1]`` (CT HU windows, SAR dB ranges)."""
-
-    kind: Literal["window"]
-    low: float
-    high: float
-
-    @model_validator(mode="after")
-    def _ordered(self) -> WindowNormalization:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, got low={self.low}, high={self.high}")
-        return self
-
-
-class ReflectanceNormalization(_Strict):
-    """Optical bands to reflectance: bands whose file or STAC item declares a scale/offset are
-    already reflectance once it is applied; others are divided by ``divisor`` (Sentinel-2
-    and Landsat Collection 2 distribute reflectance x 10000 without declaring it)."""
-
-    kind: Literal["reflectance"]
-    divisor: float = Field(default=10000.0, gt=0)
-
-
-class ZScoreNormalization(_Strict):
-    """``(x - mean) / std`` per channel, with the training set's statistics; then clipped to
-    ``clip`` when given."""
-
-    kind: Literal["zscore"]
-    mean: list[float] = Field(min_length=1)
-    std: list[float] = Field(min_length=1)
-    clip: tuple[float, float] | None = None
-
-    @model_validator(mode="after")
-    def _matching(self) -> ZScoreNormalization:
-        if len(self.mean) != len(self.std):
-            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
-        return self
-
-
-Foreground = Literal["nonzero", "all"]
-
-
-class VolumeZScoreNormalization(_Strict):
-    """Z-score with this input's own mean and std over its foreground (MR), per channel.
-
-    ``foreground: nonzero`` ignores exact zeros (the background of skull-stripped or
-    masked MR), ``all`` uses every valid voxel. Computed over the whole input at ingest.
-    """
-
-    kind: Literal["volume_zscore"]
-    foreground: Foreground = "nonzero"
-
-
-class PercentileNormalization(_Strict):
-    """Clip to this input's ``low``/``high`` percentiles over its foreground, map to [0, 1]."""
-
-    kind: Literal["percentile"]
-    low: float = Field(default=0.5, ge=0, le=100)
-    high: float = Field(default=99.5, ge=0, le=100)
-    foreground: Foreground = "nonzero"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PercentileNormalization:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, got low={self.low}, high={self.high}")
-        return self
-
-
-Normalization = Annotated[
-    NoNormalization
-    | LinearNormalization
-    | WindowNormalization
-    | ReflectanceNormalization
-    | ZScoreNormalization
-    | VolumeZScoreNormalization
-    | PercentileNormalization,
-    Field(discriminator="kind"),
+__all__ = [  # the normalisation specs are part of the card's public face
+    "Activation",
+    "ClassCodes",
+    "Code",
+    "Foreground",
+    "Inputs",
+    "LinearNormalization",
+    "ModelCard",
+    "NetworkSpec",
+    "NoNormalization",
+    "Normalization",
+    "NormalizationSteps",
+    "PercentileNormalization",
+    "ReflectanceNormalization",
+    "VolumeZScoreNormalization",
+    "WindowNormalization",
+    "ZScoreNormalization",
+    "bundled_cards",
+    "load_card",
+    "normalization_steps",
+    "parse_card",
 ]
 
+CARDS_DIR = Path(__file__).parent / "cards"
 
-class Code(_Strict):
+Activation = Literal["softmax", "sigmoid", "none"]
+
+
+class Code(Strict):
     """A coded concept, e.g. SNOMED CT: ``{scheme: SCT, value: "10200004", meaning: Liver}``."""
 
     scheme: str = Field(min_length=1)
@@ -157,22 +83,14 @@ class Code(_Strict):
     meaning: str = Field(min_length=1)
 
 
-class ClassCodes(_Strict):
+class ClassCodes(Strict):
     """What a class is, for DICOM SEG: property category and type (CID 7150 / 7151)."""
 
     category: Code
     type: Code
 
 
-NormalizationSteps = Normalization | list[Normalization]
-"""One normalisation, or several applied in order (e.g. reflectance, then a model's z-score)."""
-
-
-def normalization_steps(spec: NormalizationSteps) -> list[Normalization]:
-    return list(spec) if isinstance(spec, list) else [spec]
-
-
-class Inputs(_Strict):
+class Inputs(Strict):
     channels: list[str] = Field(min_length=1)
     normalization: NormalizationSteps = NoNormalization()
     spacing: tuple[float, float, float] | None = None
@@ -213,7 +131,7 @@ class Inputs(_Strict):
         return value
 
 
-class NetworkSpec(_Strict):
+class NetworkSpec(Strict):
     """A MONAI network class from the allow-list (``unet.networks``) and its constructor
     arguments, as literals: ``{name: UNet, args: {spatial_dims: 3, in_channels: 1, ...}}``."""
 
@@ -236,20 +154,20 @@ class NetworkSpec(_Strict):
         return value
 
 
-class ModelCard(_Strict):
+class ModelCard(Strict):
     name: str = Field(min_length=1)
     version: str = Field(default="unversioned", min_length=1)
     description: str = ""
     spatial_dims: Literal[2, 3]
-    format: Format
+    format: str = Field(description="a registered network format (unet/formats.py)")
     weights_package: str | None = Field(
         default=None,
         description=f"an installed package whose folder holds `weights` (entry point group {WEIGHTS_GROUP})",
     )
     weights: Path
-    recipe: Literal["deepbet", "ukis-csmask"] | None = Field(
+    recipe: str | None = Field(
         default=None,
-        description="a registered inference recipe (unet/recipes.py) instead of a sliding window",
+        description="a registered inference recipe (unet/recipes/) instead of a sliding window",
     )
     recipe_weights: dict[str, Path] = Field(
         default_factory=dict, description="further networks a recipe needs, resolved like `weights`"
@@ -266,19 +184,24 @@ class ModelCard(_Strict):
 
     _card_path: Path | None = PrivateAttr(default=None)
 
+    @field_validator("format")
+    @classmethod
+    def _registered_format(cls, value: str) -> str:
+        return _registered(value, FORMATS)
+
+    @field_validator("recipe")
+    @classmethod
+    def _registered_recipe(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from unet.recipes import RECIPES  # numpy loads for recipe cards only; built-ins register on import
+
+        return _registered(value, RECIPES)
+
     @field_validator("weights_package")
     @classmethod
     def _weight_provider(cls, value: str | None) -> str | None:
-        if value is None or value in WEIGHT_PACKAGES:
-            return value
-        declared = {entry.name for entry in importlib.metadata.entry_points(group=WEIGHTS_GROUP)}
-        if value not in declared:
-            known = ", ".join(sorted(WEIGHT_PACKAGES | declared))
-            raise ValueError(
-                f"'{value}' is not a segpipe weight provider (one of {known}, or a package that declares "
-                f"an entry point in group '{WEIGHTS_GROUP}')"
-            )
-        return value
+        return None if value is None else check_provider(value)
 
     @field_validator("weights", "recipe_weights")
     @classmethod
@@ -294,22 +217,25 @@ class ModelCard(_Strict):
     @classmethod
     def _weights_suffix(cls, value: Path, info: ValidationInfo) -> Path:
         form = info.data.get("format")
-        if form == "onnx" and value.suffix.lower() != ".onnx":
-            raise ValueError(f"an onnx card needs a .onnx file, got '{value}'")
-        if form == "monai" and value.suffix.lower() not in MONAI_WEIGHT_SUFFIXES:
-            raise ValueError(f"a monai card needs a {', '.join(MONAI_WEIGHT_SUFFIXES)} file, got '{value}'")
+        entry = FORMATS.get(form) if isinstance(form, str) else None
+        if entry is not None and entry.suffixes and value.suffix.lower() not in entry.suffixes:
+            article = "an" if entry.name[0] in "aeiou" else "a"
+            suffixes = ", ".join(entry.suffixes)
+            raise ValueError(f"{article} {entry.name} card needs a {suffixes} file, got '{value}'")
         return value
 
     @field_validator("network")
     @classmethod
     def _network_fits(cls, value: NetworkSpec | None, info: ValidationInfo) -> NetworkSpec | None:
         form = info.data.get("format")
+        entry = FORMATS.get(form) if isinstance(form, str) else None
         if value is None:
-            if form == "monai":
-                raise ValueError("format 'monai' needs a network: {name: <MONAI class>, args: {...}}")
+            if entry is not None and entry.network == "required":
+                raise ValueError(f"format '{form}' needs a network: {{name: <MONAI class>, args: {{...}}}}")
             return value
-        if form in ("torchscript", "onnx"):
-            raise ValueError(f"applies to formats monai and monai-bundle only, not '{form}'")
+        if entry is not None and entry.network == "none":
+            takers = _listed([name for name, taker in FORMATS.items() if taker.network != "none"], "and")
+            raise ValueError(f"applies to formats {takers} only, not '{form}'")
         inputs, classes = info.data.get("inputs"), info.data.get("classes")
         expected = {"spatial_dims": info.data.get("spatial_dims")}
         if inputs is not None:
@@ -375,37 +301,18 @@ class ModelCard(_Strict):
     def resolve(self, weights: Path) -> Path:
         """``weights`` (the card's or a recipe's) against the package or the card's folder.
 
-        A package's weights must lie in its folder or be files its distribution installed
-        (deepbet installs its networks beside the package, reached with ``..``).
+        A package's weights must lie in its folder or be files it installed (``unet.weight_packages``).
         """
         if self.weights_package is not None:
-            where = self._card_path or f"card '{self.name}'"
-            spec = importlib.util.find_spec(self.weights_package)
-            if spec is None or not spec.submodule_search_locations:
-                raise NotFoundError(
-                    f"{where}: field 'weights_package': package '{self.weights_package}' is not installed "
-                    "(pip install 'segpipe[models]')"
-                )
-            folder = Path(next(iter(spec.submodule_search_locations)))
-            path = folder / weights
-            resolved = path.resolve()
-            if not resolved.is_relative_to(folder.resolve()) and resolved not in _installed(folder):
-                raise CardError(
-                    f"{where}: field 'weights': '{weights}' leaves the folder of package "
-                    f"'{self.weights_package}' and is no file that package installed"
-                )
-            return path
+            return in_package(self.weights_package, weights, self._card_path or f"card '{self.name}'")
         if weights.is_absolute() or self._card_path is None:
             return weights
         return self._card_path.parent / weights
 
     @property
     def weights_file(self) -> Path:
-        """The file the loader reads: ``weights_path``, or for a bundle its ``models/model.pt``
-        (with a network) or ``models/model.ts`` (without)."""
-        if self.format != "monai-bundle":
-            return self.weights_path
-        return self.weights_path / (STATE_DICT if self.network is not None else TORCHSCRIPT)
+        """The file the loader reads, as the format says (a bundle's is inside its folder)."""
+        return FORMATS[self.format].weights_file(self)
 
     @property
     def output_channels(self) -> int:
@@ -413,13 +320,17 @@ class ModelCard(_Strict):
         return len(self.classes) - 1 if self.activation == "sigmoid" else len(self.classes)
 
 
-def _installed(folder: Path) -> set[Path]:
-    """Every file installed by the distribution that provides the package in ``folder``."""
-    files: set[Path] = set()
-    for names in importlib.metadata.packages_distributions().get(folder.name, []):
-        for record in importlib.metadata.distribution(names).files or []:
-            files.add(Path(str(record.locate())).resolve())
-    return files
+def _listed(names: list[str], last: str) -> str:
+    """``a, b and c`` (``last`` joins the final two)."""
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _registered(value: str, registry: Mapping[str, object]) -> str:
+    """``value`` if a key of ``registry``, else pydantic's own error for a value outside a Literal."""
+    if value not in registry:
+        expected = _listed([f"'{name}'" for name in registry], "or")
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
 
 
 def bundled_cards() -> dict[str, Path]:
@@ -433,58 +344,6 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(card)"
 
 
-def _with_bundle(data: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The card's data completed by its bundle's: card fields win (see the module docstring)."""
-    weights = data.get("weights")
-    if not isinstance(weights, str):
-        return data, {}
-    folder = Path(weights) if Path(weights).is_absolute() else path.parent / weights
-    bundle = read_bundle(folder, data)
-    if "network" in data and bundle.weights.name == TORCHSCRIPT.name:
-        raise CardError(
-            f"{path}: field 'network': the bundle {folder} has no {STATE_DICT}, only {TORCHSCRIPT} "
-            "(TorchScript, which needs no network); remove the field"
-        )
-    merged = dict(data)
-    inputs = dict(data["inputs"]) if isinstance(data.get("inputs"), dict) else None
-    taken: dict[str, str] = {}
-    for name, source in bundle.sources.items():
-        value = bundle.get(name)
-        if name.startswith("inputs."):
-            if "inputs" in data and inputs is None:
-                continue
-            inputs = {} if inputs is None else inputs
-            if name.removeprefix("inputs.") not in inputs:
-                inputs[name.removeprefix("inputs.")] = value
-                taken[name] = source
-        elif name not in data:
-            merged[name] = value
-            taken[name] = source
-    if inputs is not None:
-        merged["inputs"] = inputs
-    for name, reason in bundle.unread.items():
-        head, _, tail = name.partition(".")
-        given = (tail in inputs) if head == "inputs" and tail and inputs is not None else name in merged
-        if given:
-            continue
-        if name in ("patch_size", "inputs.normalization"):
-            raise CardError(
-                f"{path}: field '{name}': the bundle cannot give it ({reason}); set it in the card"
-            )
-        log.warning(
-            "%s: field '%s' keeps the card's default: the bundle cannot give it (%s)", path, name, reason
-        )
-    overridden = sorted(set(bundle.sources) - set(taken))
-    log.info(
-        "%s: from bundle %s: %s%s",
-        path,
-        folder,
-        ", ".join(sorted(taken)) or "nothing",
-        f" (the card's own {', '.join(overridden)} take precedence)" if overridden else "",
-    )
-    return merged, taken
-
-
 def parse_card(data: Any, path: Path) -> ModelCard:
     """Validate parsed YAML; errors name ``path`` and the first offending field.
 
@@ -494,8 +353,10 @@ def parse_card(data: Any, path: Path) -> ModelCard:
     if not isinstance(data, dict):
         raise CardError(f"{path}: a model card must be a YAML mapping, got {type(data).__name__}")
     sources: dict[str, str] = {}
-    if data.get("format") == "monai-bundle":
-        data, sources = _with_bundle(data, path)
+    form = data.get("format")
+    entry = FORMATS.get(form) if isinstance(form, str) else None
+    if entry is not None and entry.complete is not None:
+        data, sources = entry.complete(data, path)
     try:
         card = ModelCard.model_validate(data)
     except ValidationError as exc:

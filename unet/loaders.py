@@ -3,6 +3,7 @@
 Only loading that cannot run code from the file is done: TorchScript archives, ONNX
 graphs (ONNX Runtime), safetensors, and PyTorch state dicts read with
 ``torch.load(weights_only=True)`` into an allow-listed MONAI class. Nothing is fetched.
+Which loader reads a card's weights is its format's entry (``unet.formats``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 from pipeline.errors import ModelError, NotFoundError
 from unet.card import ModelCard
 from unet.checkpoints import load_weights
+from unet.formats import network_format
 from unet.networks import build_network
-from unet.onnx_network import load_onnx
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _torchscript(path: Path, device: torch.device) -> torch.nn.Module:
 
 
 def load_torchscript(path: Path, device: torch.device) -> Network:
-    """A further TorchScript network (a recipe's), in eval mode on ``device``."""
+    """A TorchScript network (a card's, or a recipe's further one), in eval mode on ``device``."""
     if not path.is_file():
         raise NotFoundError(f"{path}: TorchScript file not found")
     module = _torchscript(path, device)
@@ -46,30 +47,29 @@ def load_torchscript(path: Path, device: torch.device) -> Network:
     return module
 
 
-def _monai(card: ModelCard, path: Path) -> torch.nn.Module:
+def load_monai(card: ModelCard, path: Path, device: torch.device, bundle: Path | None = None) -> Network:
+    """The card's allow-listed MONAI network with the state dict at ``path``, in eval mode on ``device``;
+    errors name the ``bundle`` the network was read from, if any."""
     if card.network is None:
         raise ModelError(f"{_card_name(card)}: field 'network': format '{card.format}' needs one here")
     where = _card_name(card)
-    if card.format == "monai-bundle":
-        where = f"{where} (network read from bundle {card.weights_path})"
+    if bundle is not None:
+        where = f"{where} (network read from bundle {bundle})"
     network = build_network(card.network.name, card.network.args, where)
     load_weights(network, path)
+    network.to(device)
+    network.eval()
     return network
 
 
 def load_network(card: ModelCard, device: torch.device) -> Network:
     """The card's network, in eval mode on ``device`` (an ONNX Runtime session behind a torch callable)."""
-    path = card.weights_file
+    entry = network_format(card.format)
+    path = entry.weights_file(card)
     if not path.exists():
         raise NotFoundError(f"{_card_name(card)}: field 'weights': file not found: {path}")
     if not path.is_file():
         raise ModelError(f"{_card_name(card)}: field 'weights': {path} is a folder, not a file")
-    if card.format == "onnx":
-        return load_onnx(path, card, device)
-    if card.format == "torchscript" or (card.format == "monai-bundle" and card.network is None):
-        module = _torchscript(path, device)
-    else:
-        module = _monai(card, path).to(device)
-    module.eval()
+    network = entry.load(card, path, device)
     log.info("%s: %s network from %s on %s", card.name, card.format, path, device)
-    return module
+    return network

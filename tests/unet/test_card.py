@@ -125,7 +125,7 @@ def test_bundled_cards_validate_and_ship_their_weights(name: str) -> None:
 
 
 def test_package_weights_need_their_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("unet.card.WEIGHT_PACKAGES", frozenset({"no_such_pkg_xyz"}))
+    monkeypatch.setattr("unet.weight_packages.WEIGHT_PACKAGES", frozenset({"no_such_pkg_xyz"}))
     card = load_card(
         write_card(tmp_path, weights="model.onnx", format="onnx", weights_package="no_such_pkg_xyz")
     )

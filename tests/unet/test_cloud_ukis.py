@@ -57,7 +57,7 @@ def test_a_recipe_runs_once_for_three_regions_and_reports_what_it_did(
     scene = write_geotiff(tmp_path / "scene.tif", data, descriptions=S2_NAMES)
     recipe_calls: list[int] = []
     tiles: list[int] = []
-    real_tiles, real_call = unet.recipes.ukis_tiles, OnnxNetwork.__call__
+    real_tiles, real_call = unet.recipes.ukis_csmask.ukis_tiles, OnnxNetwork.__call__
 
     def counted_tiles(*args: Any, **kwargs: Any) -> np.ndarray:
         recipe_calls.append(1)
@@ -67,7 +67,7 @@ def test_a_recipe_runs_once_for_three_regions_and_reports_what_it_did(
         tiles.append(int(batch.shape[0]))
         return real_call(self, batch)
 
-    monkeypatch.setattr(unet.recipes, "ukis_tiles", counted_tiles)
+    monkeypatch.setattr(unet.recipes.ukis_csmask, "ukis_tiles", counted_tiles)
     monkeypatch.setattr(OnnxNetwork, "__call__", counted_call)
     options = SegmentOptions(device="cpu", stats=tmp_path / "clouds.json", workdir=tmp_path / "work")
     workdir = prepare_run([scene], card, tmp_path / "clouds.tif", options)
