@@ -83,8 +83,6 @@ TOO_LONG: Set[str] = frozenset(
     {
         "pipeline/cli.py",
         "pipeline/run/segment.py",
-        "unet/bundle.py",
-        "unet/card.py",
     }
 )
 
