@@ -1,7 +1,8 @@
-"""Per-class pixel counts and ground areas of a label array, on the CRS's ellipsoid.
+"""Ground areas of pixels and polygons on the CRS's ellipsoid: pure grid arithmetic, no I/O.
 
 Areas are never degrees squared nor map units squared: every pixel's area is its area
-on the ellipsoid of the raster's CRS (``area_method`` in the result says how):
+on the ellipsoid of the raster's CRS (:func:`ground_areas` picks the method, named by
+``method``):
 
 * ``ellipsoidal-rows`` (north-up grid in a geographic CRS in degrees): a lat/lon cell
   bounded by two parallels and two meridians has the exact area
@@ -29,16 +30,13 @@ on the ellipsoid of the raster's CRS (``area_method`` in the result says how):
 
 Both agree with :func:`geodesic_areas_m2` on the polygons of ``pipeline.sinks.polygons``
 (whose edges are densified to one pixel) to about 1e-8 relative, 1e-11 on a typical
-scene with few tiny polygons.
-
-Arrays are read in row bands (whole chunk rows, about ``BAND_PIXELS`` pixels), never
-whole, so a scene larger than memory costs one band of memory.
+scene with few tiny polygons. Reading label arrays and counting classes is the sinks'
+part (``pipeline.sinks.stats``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any, Protocol
@@ -49,10 +47,8 @@ from pyproj import CRS, Geod, Transformer
 from pyproj.crs import GeographicCRS
 from pyproj.exceptions import CRSError
 
-from pipeline.errors import InputError, UsageError
-from pipeline.ingest.store import ZArray
+from pipeline.errors import InputError
 
-BAND_PIXELS = 1 << 22  # about 4 M pixels per read band (uint8 labels: 4 MB, plus int64 indices)
 LATTICE_STEP = 64  # pixels between the nodes where a projected grid's cell area is computed with Geod
 GROUND_SEGMENT_M = 100.0  # default densification of polygon edges, in metres on the ground
 AUTHORITY_CONFIDENCE = 90  # pyproj match confidence for naming a WKT by its authority code
@@ -60,28 +56,8 @@ AREA_BATCH = 4096  # polygons measured per batch of densified, transformed coord
 LAT_TOLERANCE = 1e-9  # degrees a north-up grid may overshoot a pole by rounding
 
 
-class MaskLike(Protocol):
-    """What is read of a validity mask: a zarr array, or e.g. ``pipeline.ingest.prepare.ValidMask``."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    def __getitem__(self, region: Any) -> Any: ...
-
-
-def row_bands(labels: ZArray, band_rows: int | None = None) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` row bands: whole chunk rows of about ``BAND_PIXELS`` unless ``band_rows``."""
-    height, width = labels.shape
-    if band_rows is None:
-        chunk = int(labels.chunks[0])
-        band_rows = chunk * max(1, BAND_PIXELS // max(1, chunk * width))
-    if band_rows < 1:
-        raise UsageError(f"band_rows must be >= 1, got {band_rows}")
-    for start in range(0, height, band_rows):
-        yield start, min(height, start + band_rows)
-
-
-def _check_transform(transform: Any) -> list[float]:
+def check_transform(transform: Any) -> list[float]:
+    """The 6 affine coefficients as floats, or ``InputError`` where pixels would have no area."""
     if transform is None or len(transform) < 6:
         raise InputError(f"geometry transform must hold 6 affine coefficients, got {transform!r}")
     a, b, _, d, e, _ = (float(v) for v in transform[:6])
@@ -101,38 +77,12 @@ def check_geometry(geometry: dict[str, Any]) -> None:
     if not crs_wkt:
         raise InputError("the geometry has no CRS, so pixel areas on the ground cannot be computed")
     crs, transformer, _ = ellipsoid_frame(crs_wkt)
-    transform = _check_transform(geometry.get("transform"))
+    transform = check_transform(geometry.get("transform"))
     shape = (int(geometry["height"]), int(geometry["width"]))
     if _north_up_geographic(crs, transform):
         _latitude_edges(transform, shape[0])
     else:
         _lattice_lonlat(transform, shape, transformer)
-
-
-def check_inputs(
-    labels: ZArray, valid: MaskLike | None, geometry: dict[str, Any], classes: list[str]
-) -> None:
-    """Shapes and geometry agree; named so that a mismatch is fixed in the right place."""
-    if len(labels.shape) != 2:
-        raise InputError(f"labels must be 2-D (rows, cols), got shape {labels.shape}")
-    if valid is not None and tuple(valid.shape) != tuple(labels.shape):
-        raise InputError(f"valid mask shape {valid.shape} differs from labels shape {labels.shape}")
-    expected = (geometry.get("height"), geometry.get("width"))
-    if expected != tuple(labels.shape):
-        raise InputError(f"geometry says {expected[0]}x{expected[1]} pixels, labels are {labels.shape}")
-    _check_transform(geometry.get("transform"))
-    if not classes:
-        raise UsageError("classes is empty: at least the background class is needed")
-    if len(set(classes)) != len(classes):
-        raise UsageError(f"class names must be unique, got {classes}")
-
-
-def read_band(labels: ZArray, valid: MaskLike | None, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and validity (all True without a mask) of rows ``start:stop``."""
-    band = np.asarray(labels[start:stop, :])
-    if valid is None:
-        return band, np.ones(band.shape, dtype=bool)
-    return band, np.asarray(valid[start:stop, :], dtype=bool)
 
 
 def _horizontal(crs: CRS) -> CRS:
@@ -224,11 +174,6 @@ def geodesic_areas_m2(geometries: Any, crs_wkt: str, max_segment: float | None =
     return areas
 
 
-def geodesic_area_m2(geometry_in_source_crs: Any, crs_wkt: str, max_segment: float | None = None) -> float:
-    """Area (m2) on the CRS's ellipsoid of one shapely (multi)polygon; see :func:`geodesic_areas_m2`."""
-    return float(geodesic_areas_m2(np.array([geometry_in_source_crs], dtype=object), crs_wkt, max_segment)[0])
-
-
 def _authalic_q(lat_deg: np.ndarray, eccentricity: float) -> np.ndarray:
     """Snyder's ``q``: ``a^2 q / 2`` is the ellipsoid's area per radian of longitude from the equator."""
     s = np.sin(np.radians(lat_deg))
@@ -295,8 +240,36 @@ def _lagrange(nodes: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.
     return index, weights
 
 
-class _CellAreas:
+class GroundAreas(Protocol):
+    """Pixel counts and ground areas of the values in a band of rows of one grid."""
+
+    method: str
+
+    def tally(self, bins: np.ndarray, start: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+        """Count and area (m2) of each value ``0..n_bins-1`` of ``bins``, the grid's rows from ``start``."""
+        ...
+
+
+class RowAreas:
+    """North-up grid in degrees: every cell of a row has the row's exact ellipsoidal area."""
+
+    method = "ellipsoidal-rows"
+
+    def __init__(self, transform: list[float], height: int, geod: Geod) -> None:
+        lat_edges = _latitude_edges(transform, height)
+        self.rows = latlon_row_areas(np.clip(lat_edges, -90.0, 90.0), transform[0], geod)
+
+    def tally(self, bins: np.ndarray, start: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = bins.shape[0]
+        index = np.arange(rows)[:, None] * n_bins + bins
+        per_row = np.bincount(index.ravel(), minlength=rows * n_bins).reshape(-1, n_bins)
+        return per_row.sum(axis=0), np.asarray(self.rows[start : start + rows] @ per_row)
+
+
+class CellAreas:
     """Ground area of every pixel of a band, from exact cell areas on a lattice (see module doc)."""
+
+    method = "geodesic-cells-interpolated"
 
     def __init__(self, transform: list[float], shape: tuple[int, int], crs_wkt: str) -> None:
         _, transformer, geod = ellipsoid_frame(crs_wkt)
@@ -320,73 +293,18 @@ class _CellAreas:
             out += term
         return out
 
-
-def _extended(band: np.ndarray, valid: np.ndarray, n_classes: int, start: int) -> np.ndarray:
-    """Labels with invalid pixels as class ``n_classes``; a valid label outside the classes is an error."""
-    shown = np.where(valid, band, 0)
-    low, high = int(shown.min(initial=0)), int(shown.max(initial=0))
-    if low < 0 or high >= n_classes:
-        wrong = low if low < 0 else high
-        raise InputError(
-            f"labels hold class index {wrong} (rows from {start}) but the classes are 0..{n_classes - 1}"
-        )
-    return np.where(valid, band, n_classes).astype(np.int64)
+    def tally(self, bins: np.ndarray, start: int, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+        flat = bins.ravel()
+        areas = self.band(start, start + bins.shape[0]).ravel()
+        return np.bincount(flat, minlength=n_bins), np.bincount(flat, weights=areas, minlength=n_bins)
 
 
-def class_statistics(
-    labels: ZArray,
-    valid: MaskLike | None,
-    geometry: dict[str, Any],
-    classes: list[str],
-    *,
-    band_rows: int | None = None,
-) -> dict[str, Any]:
-    """Pixel count and ground area (km2) per class and of the invalid pixels, as JSON-ready values.
+def ground_areas(crs_wkt: str, transform: list[float], shape: tuple[int, int]) -> GroundAreas:
+    """The exact rows of a north-up grid in degrees, else geodesic cells interpolated (module doc).
 
-    Rotated and sheared transforms are supported (they take the interpolated method).
-    Raises ``InputError`` without a CRS: ground areas need an ellipsoid.
+    Raises ``InputError`` for rows beyond a pole or lattice nodes outside the CRS's domain.
     """
-    check_inputs(labels, valid, geometry, classes)
-    crs_wkt = geometry.get("crs")
-    if not crs_wkt:
-        raise InputError("the labels' geometry has no CRS, so pixel areas on the ground cannot be computed")
     crs, _, geod = ellipsoid_frame(crs_wkt)
-    transform = [float(v) for v in geometry["transform"][:6]]
-    height, width = labels.shape
-    n = len(classes)
-    counts = np.zeros(n + 1, dtype=np.int64)
-    areas = np.zeros(n + 1, dtype=np.float64)
-
     if _north_up_geographic(crs, transform):
-        method = "ellipsoidal-rows"
-        lat_edges = _latitude_edges(transform, height)
-        row_area = latlon_row_areas(np.clip(lat_edges, -90.0, 90.0), transform[0], geod)
-        for start, stop in row_bands(labels, band_rows):
-            band, ok = read_band(labels, valid, start, stop)
-            extended = _extended(band, ok, n, start)
-            index = np.arange(stop - start)[:, None] * (n + 1) + extended
-            per_row = np.bincount(index.ravel(), minlength=(stop - start) * (n + 1)).reshape(-1, n + 1)
-            counts += per_row.sum(axis=0)
-            areas += row_area[start:stop] @ per_row
-    else:
-        method = "geodesic-cells-interpolated"
-        cells = _CellAreas(transform, (height, width), crs_wkt)
-        for start, stop in row_bands(labels, band_rows):
-            band, ok = read_band(labels, valid, start, stop)
-            extended = _extended(band, ok, n, start).ravel()
-            counts += np.bincount(extended, minlength=n + 1)
-            areas += np.bincount(extended, weights=cells.band(start, stop).ravel(), minlength=n + 1)
-
-    km2 = areas / 1e6
-    return {
-        "crs": crs_name(crs_wkt),
-        "ellipsoid": crs.ellipsoid.name if crs.ellipsoid is not None else None,
-        "area_method": method,
-        "pixels": int(height * width),
-        "total_area_km2": float(km2.sum()),
-        "classes": {
-            name: {"index": i, "pixels": int(counts[i]), "area_km2": float(km2[i])}
-            for i, name in enumerate(classes)
-        },
-        "invalid": {"pixels": int(counts[n]), "area_km2": float(km2[n])},
-    }
+        return RowAreas(transform, shape[0], geod)
+    return CellAreas(transform, shape, crs_wkt)

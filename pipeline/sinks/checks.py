@@ -1,4 +1,7 @@
-"""Output paths that fit the input, checked before any work: suffixes, folders, areas."""
+"""Output paths that fit the input, checked before any work: suffixes, folders, areas.
+
+Which suffixes fit which input is the sink registry's answer (``pipeline.sinks.registry``).
+"""
 
 from __future__ import annotations
 
@@ -7,43 +10,31 @@ from pathlib import Path
 from pipeline.errors import InputError, UsageError
 from pipeline.grids.areas import check_geometry
 from pipeline.sinks.atomic import check_writable
-from pipeline.sinks.dicom_seg import is_seg
 from pipeline.sinks.polygons import check_polygon_output
+from pipeline.sinks.registry import OPTIONS, SINKS, claiming, offered, sink_for
 from pipeline.sinks.stitch import OutputPaths
 from pipeline.sources.image import SourceImage
 
-RASTER_OUTPUTS = (".tif", ".tiff")
-VOLUME_OUTPUTS = (".nii", ".nii.gz")
-POLYGON_OUTPUTS = (".gpkg", ".geojson", ".json")
-
 
 def check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
-    """Suffixes that fit the input, writable folders, all distinct, none of them an input."""
-    kind = source.kind
-    dicom = source.attrs.get("source_format") == "dicom"
-    if is_seg(paths.labels) and not dicom:
-        raise UsageError(
-            f"-o {paths.labels}: a DICOM SEG needs source DICOM images, but {inputs[0]} is not a DICOM "
-            "series; write .nii or .nii.gz"
-        )
-    labels_allowed = (*VOLUME_OUTPUTS, ".dcm") if dicom else VOLUME_OUTPUTS
-    suffixes = {
-        "-o": (paths.labels, RASTER_OUTPUTS if kind == "raster" else labels_allowed),
-        "--probabilities": (paths.probabilities, RASTER_OUTPUTS if kind == "raster" else VOLUME_OUTPUTS),
-        "--polygons": (paths.polygons, POLYGON_OUTPUTS),
-        "--stats": (paths.stats, (".json",)),
-    }
-    if paths.polygons is not None and kind != "raster":
-        raise UsageError(f"--polygons {paths.polygons}: polygons are made for raster inputs only")
-    if kind == "raster" and source.attrs.get("crs") is None and (paths.polygons or paths.stats):
+    """Outputs the input can have, suffixes that fit it, writable folders, all distinct, none an input."""
+    kind, attrs = source.kind, source.attrs
+    for role, path in paths.by_role():
+        for sink in claiming(role, path):
+            reason = sink.refusal(path, attrs, inputs)
+            if reason is not None:
+                raise UsageError(reason)
+        if not offered(role, kind, attrs):
+            made_for = sorted({k for sink in SINKS.values() if sink.role == role for k in sink.sources})
+            raise UsageError(
+                f"{OPTIONS[role]} {path}: {role} are made for {' and '.join(made_for)} inputs only"
+            )
+    if kind == "raster" and attrs.get("crs") is None and (paths.polygons or paths.stats):
         raise InputError(
             f"{inputs[0]}: has no CRS, so polygons and areas (--polygons, --stats) cannot be placed"
         )
-    for option, (path, allowed) in suffixes.items():
-        if path is None:
-            continue
-        if not path.name.lower().endswith(allowed):
-            raise UsageError(f"{option} {path}: a {kind} input needs a {' or '.join(allowed)} file here")
+    for role, path in paths.by_role():
+        sink_for(role, path, kind, attrs)
         check_writable(path)
     resolved = [path.resolve() for path in paths.requested()]
     if len(set(resolved)) != len(resolved):

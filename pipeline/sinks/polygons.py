@@ -13,7 +13,7 @@ Only then are polygons simplified (topology-preserving, tolerance in pixels, whi
 square pixels is tolerance x pixel size in source-CRS units), moved to the source CRS
 by the affine transform (rotated and sheared grids included), wound counter-clockwise
 and measured with :func:`pipeline.grids.areas.geodesic_areas_m2`, edges densified to one
-pixel so that areas add up to those of :func:`pipeline.grids.areas.class_statistics`.
+pixel so that areas add up to those of :func:`pipeline.sinks.stats.class_statistics`.
 """
 
 from __future__ import annotations
@@ -32,16 +32,9 @@ from affine import Affine
 from pyproj import CRS
 
 from pipeline.errors import InputError, UsageError
-from pipeline.grids.areas import (
-    MaskLike,
-    check_inputs,
-    crs_name,
-    ellipsoid_frame,
-    geodesic_areas_m2,
-    read_band,
-    row_bands,
-)
+from pipeline.grids.areas import crs_name, ellipsoid_frame, geodesic_areas_m2
 from pipeline.ingest.store import ZArray
+from pipeline.sinks.bands import MaskLike, check_inputs, read_band, row_bands
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # what GDAL's polygonize takes as values

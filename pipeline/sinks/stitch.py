@@ -1,36 +1,27 @@
-"""Write the engine's zarr outputs as files on the input's own grid, atomically."""
+"""Write the engine's zarr outputs as files on the input's own grid, atomically.
+
+Which file each output path becomes is the sink registry's answer (``pipeline.sinks.registry``):
+this module only stages, counts progress and renames.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pipeline.engine.labels import stored_label_dtype
-from pipeline.errors import UsageError
-from pipeline.grids.areas import class_statistics
 from pipeline.ingest.prepare import ValidMask
 from pipeline.ingest.store import ZArray
-from pipeline.run.fingerprint import model_fingerprint
 from pipeline.run.ownership import Stamp
 from pipeline.run.progress import Counter, StageProgress
-from pipeline.sinks import cog, nifti
 from pipeline.sinks.atomic import atomic_outputs
-from pipeline.sinks.dicom_seg import SegSource, is_seg, write_seg
-from pipeline.sinks.polygons import PolygonOptions, polygonize, write_polygons
-from pipeline.sinks.volume_stats import volume_statistics
+from pipeline.sinks.dicom_seg import SegSource
+from pipeline.sinks.polygons import PolygonOptions
+from pipeline.sinks.registry import Role, Target, WriteJob, sink_for
 from unet.card import ModelCard
-
-
-def probability_names(card: ModelCard) -> list[str]:
-    """One name per probability channel (sigmoid models have no background channel)."""
-    return card.classes[1:] if card.activation == "sigmoid" else list(card.classes)
 
 
 @dataclass(frozen=True)
@@ -42,23 +33,18 @@ class OutputPaths:
     polygons: Path | None = None
     stats: Path | None = None
 
+    def by_role(self) -> list[tuple[Role, Path]]:
+        """The requested outputs with their roles, in the order they are checked and written."""
+        named: list[tuple[Role, Path | None]] = [
+            ("labels", self.labels),
+            ("probabilities", self.probabilities),
+            ("polygons", self.polygons),
+            ("stats", self.stats),
+        ]
+        return [(role, path) for role, path in named if path is not None]
+
     def requested(self) -> list[Path]:
-        return [p for p in (self.labels, self.probabilities, self.polygons, self.stats) if p is not None]
-
-
-def statistics(
-    image_attrs: dict[str, Any], card: ModelCard, labels: ZArray, valid: ValidMask | None
-) -> dict[str, Any]:
-    """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL), and the model
-    that made the mask (name, version, weights SHA-256), so every mask traces to its weights."""
-    geometry = image_attrs["geometry"]
-    if image_attrs["kind"] == "raster":
-        result = class_statistics(labels, valid, geometry, card.classes)
-    else:
-        result = volume_statistics(labels, valid, geometry, card.classes)
-    identity = model_fingerprint(card)
-    model = {key: identity[key] for key in ("name", "version", "weights_sha256")}
-    return {"model": model, "inputs": image_attrs["paths"], **result}
+        return [path for _, path in self.by_role()]
 
 
 def write_outputs(
@@ -86,72 +72,20 @@ def write_outputs(
     blocks of rows (COG), slabs (NIfTI) and whole outputs (SEG, polygons, statistics).
     """
     kind, geometry = image_attrs["kind"], image_attrs["geometry"]
-    label_dtype = stored_label_dtype(len(card.classes))
-    stats: dict[str, Any] | None = None
+    job = WriteJob(
+        image_attrs, card, labels, valid, probabilities, polygon_options or PolygonOptions(), seg_source
+    )
+    sinks = [(path, sink_for(role, path, kind, geometry)) for role, path in paths.by_role()]
     written = None
     if progress is not None:
-        progress.stage("writing", _writing_steps(kind, geometry, labels, paths, probabilities), "blocks")
+        progress.stage("writing", sum(sink.steps(job) for _, sink in sinks), "blocks")
         written = Counter(progress)
+    results: dict[str, dict[str, Any] | None] = {}
     with contextlib.ExitStack() as stack:
         if scratch is None:
             own = tempfile.TemporaryDirectory(prefix=".partial-staging-", dir=paths.labels.parent)
             scratch = Path(stack.enter_context(own))
         temporaries = stack.enter_context(atomic_outputs(paths.requested(), ready))
-        temporary = dict(zip(paths.requested(), temporaries, strict=True))
-        if kind == "raster":
-            cog.write_labels(
-                temporary[paths.labels], labels, valid, geometry, card.classes, card.name, scratch, written
-            )
-        elif is_seg(paths.labels):
-            if seg_source is None:
-                raise UsageError(f"-o {paths.labels}: a DICOM SEG needs the source series' DICOM attributes")
-            write_seg(temporary[paths.labels], labels, geometry, seg_source, card)
-            _advance(written)
-        else:
-            nifti.write_nifti(
-                temporary[paths.labels], labels, geometry, label_dtype, valid=valid, written=written
-            )
-        if paths.probabilities is not None and probabilities is not None:
-            target = temporary[paths.probabilities]
-            if kind == "raster":
-                names = probability_names(card)
-                cog.write_probabilities(
-                    target, probabilities, valid, geometry, names, card.name, scratch, written
-                )
-            else:
-                channels = probabilities.shape[0]
-                nifti.write_nifti(
-                    target, probabilities, geometry, np.dtype(np.float32), channels, valid, np.nan, written
-                )
-        if paths.polygons is not None:
-            polygons = polygonize(labels, valid, geometry, card.classes, polygon_options or PolygonOptions())
-            write_polygons(temporary[paths.polygons], polygons, geometry["crs"])
-            _advance(written)
-        if paths.stats is not None:
-            stats = statistics(image_attrs, card, labels, valid)
-            temporary[paths.stats].write_text(json.dumps(stats, indent=1))
-            _advance(written)
-    return stats
-
-
-def _advance(written: Callable[[], None] | None) -> None:
-    if written is not None:
-        written()
-
-
-def _writing_steps(
-    kind: str, geometry: dict[str, Any], labels: ZArray, paths: OutputPaths, probabilities: ZArray | None
-) -> int:
-    """The units ``write_outputs`` reports: what each writer's loop writes, one per other output."""
-    if kind == "raster":
-        steps = cog.row_blocks(labels)
-    elif is_seg(paths.labels):
-        steps = 1
-    else:
-        steps = nifti.nifti_slabs(geometry)
-    if paths.probabilities is not None and probabilities is not None:
-        if kind == "raster":
-            steps += cog.row_blocks(probabilities, axis=1)
-        else:
-            steps += nifti.nifti_slabs(geometry, probabilities.shape[0])
-    return steps + (paths.polygons is not None) + (paths.stats is not None)
+        for (path, sink), temporary in zip(sinks, temporaries, strict=True):
+            results[sink.role] = sink.write(Target(path, temporary, scratch), job, written)
+    return results.get("stats")

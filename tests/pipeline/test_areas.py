@@ -9,7 +9,8 @@ import shapely
 from pyproj import CRS, Geod, Proj
 
 from pipeline.errors import InputError, UsageError
-from pipeline.grids.areas import class_statistics, geodesic_area_m2, geodesic_areas_m2
+from pipeline.grids.areas import geodesic_areas_m2
+from pipeline.sinks.stats import class_statistics
 from tests.helpers import raster_geometry as geometry
 from tests.helpers import zarr_array
 
@@ -196,30 +197,29 @@ def test_inputs_that_cannot_give_areas_are_refused() -> None:
         class_statistics(labels, None, geo, ["a", "a"])
 
 
-def test_geodesic_area_densifies_long_edges_along_parallels() -> None:
+def test_geodesic_areas_densify_long_edges_along_parallels() -> None:
     box = shapely.box(10.0, 59.0, 11.0, 60.0)  # 1 x 1 degree in EPSG:4326
     wkt = CRS.from_epsg(4326).to_wkt()
     follows_parallels = abs(WGS84.geometry_area_perimeter(shapely.segmentize(box, 1e-4))[0])
-    assert geodesic_area_m2(box, wkt) == pytest.approx(follows_parallels, rel=1e-7)
-    four_geodesics = geodesic_area_m2(box, wkt, max_segment=10.0)
+    (densified,) = geodesic_areas_m2([box], wkt)
+    assert densified == pytest.approx(follows_parallels, rel=1e-7)
+    (four_geodesics,) = geodesic_areas_m2([box], wkt, max_segment=10.0)
     assert abs(four_geodesics / follows_parallels - 1) > 1e-5  # why densifying matters
 
-    # Rings are measured one by one: a hole wound like its shell still subtracts.
+
+def test_geodesic_areas_measure_rings_one_by_one_whatever_their_winding() -> None:
+    # A hole wound like its shell still subtracts; a part wound the other way still adds.
     x0, y0 = 499_900.0, 4_650_000.0
     shell = [(x0, y0), (x0 + 200, y0), (x0 + 200, y0 + 200), (x0, y0 + 200)]
     hole = [(x0 + 100, y0 + 100), (x0 + 110, y0 + 100), (x0 + 110, y0 + 110), (x0 + 100, y0 + 110)]
     same_winding = shapely.Polygon(shell, [hole])
-    utm_wkt = CRS.from_epsg(32633).to_wkt()
-    expected = (200 * 200 - 100) / 0.9996**2
-    assert geodesic_area_m2(same_winding, utm_wkt) == pytest.approx(expected, rel=1e-7)
     apart = shapely.Polygon([(x + 500, y) for x, y in hole[::-1]])  # wound the other way
     mixed = shapely.MultiPolygon([same_winding, apart])
-    assert geodesic_area_m2(mixed, utm_wkt) == pytest.approx(expected + 100 / 0.9996**2, rel=1e-7)
-    assert geodesic_areas_m2([same_winding, mixed], utm_wkt).tolist() == [
-        geodesic_area_m2(same_winding, utm_wkt),
-        geodesic_area_m2(mixed, utm_wkt),
-    ]
-
-    square = shapely.box(499_900.0, 4_650_000.0, 500_100.0, 4_650_200.0)
-    utm = geodesic_area_m2(square, CRS.from_epsg(32633).to_wkt())
-    assert utm == pytest.approx(200 * 200 / 0.9996**2, rel=1e-7)
+    square = shapely.box(x0, y0, x0 + 200, y0 + 200)
+    utm_wkt = CRS.from_epsg(32633).to_wkt()
+    areas = geodesic_areas_m2([same_winding, mixed, square], utm_wkt)
+    expected = (200 * 200 - 100) / 0.9996**2
+    assert areas == pytest.approx([expected, expected + 100 / 0.9996**2, 200 * 200 / 0.9996**2], rel=1e-7)
+    # Each geometry is measured alone: batching changes nothing.
+    alone = [geodesic_areas_m2([g], utm_wkt)[0] for g in (same_winding, mixed, square)]
+    assert areas.tolist() == alone

@@ -16,8 +16,8 @@ from hypothesis.extra import numpy as hnp
 from pyproj import CRS, Geod
 
 from pipeline.errors import InputError, UsageError
-from pipeline.grids.areas import class_statistics
 from pipeline.sinks.polygons import ClassPolygon, PolygonOptions, polygonize, write_polygons
+from pipeline.sinks.stats import class_statistics
 from tests.helpers import raster_geometry as geometry
 from tests.helpers import shared_file, zarr_array
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.sinks.volume_stats import volume_statistics
+from pipeline.sinks.stats import volume_statistics
 from tests.helpers import zarr_array
 
 CLASSES = ["background", "liver", "lesion", "vessel"]
