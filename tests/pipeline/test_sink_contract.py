@@ -31,7 +31,7 @@ from pipeline.sinks.checks import check_outputs
 from pipeline.sinks.dicom_seg import SegSource, collect_seg_source
 from pipeline.sinks.registry import SINKS, Role, Sink, Target, WriteJob, register, sink_for
 from pipeline.sinks.stitch import OutputPaths, write_outputs
-from pipeline.sources.dicom import open_dicom
+from pipeline.sources.dicom.volume import open_dicom
 from pipeline.sources.geotiff import open_raster
 from pipeline.sources.image import SourceImage
 from pipeline.sources.nifti import open_nifti
