@@ -16,9 +16,9 @@ import yaml
 from pipeline.cli import main
 from pipeline.run.execute import run_rows
 from pipeline.run.finish import finish_run
+from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import prepare_run
 from pipeline.run.segment import segment
-from pipeline.sinks.dicom_seg import SEG_SOURCE
 from pipeline.sources.dicom import find_series
 from tests.helpers import run_spec, shared_file, threshold_card, write_nifti
 from tests.pipeline.test_dicom import Written, oblique, write_series
@@ -106,7 +106,7 @@ def test_finishing_a_seg_run_does_not_read_the_source(tmp_path: Path) -> None:
     card = load_card(threshold_card(tmp_path, 1000.0, dims=3))
     output = tmp_path / "seg.dcm"
     workdir = prepare_run(run_spec([written.folder], card, output, device="cpu"), card)
-    assert (workdir / SEG_SOURCE).exists()
+    assert WorkdirLayout(workdir).seg_source.exists()
     run_rows(workdir)
     shutil.rmtree(written.folder)  # any read of the source now fails
     finish_run(workdir)
