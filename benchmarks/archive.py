@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=200)
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from flows.options import InferenceOptions
     from flows.scan_archive import scan_archive
+    from pipeline.run.spec import InferenceOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

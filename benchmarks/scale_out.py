@@ -29,7 +29,10 @@ from distributed import Client, LocalCluster
 
 from pipeline.engine.patch_grid import PatchGrid
 from pipeline.ingest.store import create_array, open_array
-from pipeline.run.segment import SegmentOptions, prepare_run, regions, run_rows
+from pipeline.run.execute import regions, run_rows
+from pipeline.run.layout import WorkdirLayout
+from pipeline.run.plan import prepare_run
+from pipeline.run.spec import RunSpec
 from unet.card import load_card
 
 CARD = Path(__file__).resolve().parents[1] / "unet" / "cards" / "random-unet-2d.yaml"
@@ -51,9 +54,10 @@ def write_scene(path: Path, size: int) -> None:
 
 def reset(workdir: Path) -> None:
     """Empty labels and no done marks: the engine stage runs again from scratch."""
-    labels = open_array(workdir / "labels.zarr")
-    shutil.rmtree(workdir / "done", ignore_errors=True)
-    create_array(workdir / "labels.zarr", tuple(labels.shape), labels.dtype, tuple(labels.chunks))
+    layout = WorkdirLayout(workdir)
+    labels = open_array(layout.labels)
+    shutil.rmtree(layout.done, ignore_errors=True)
+    create_array(layout.labels, tuple(labels.shape), labels.dtype, tuple(labels.chunks))
 
 
 def run_on(workdir: Path, workers: int, processes: bool) -> tuple[float, int]:
@@ -84,14 +88,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = Path(tmp)
         scene = folder / "scene.tif"
         write_scene(scene, size)
-        options = SegmentOptions(device="cpu", workdir=folder / "work")
-        workdir = prepare_run([scene], load_card(str(CARD)), folder / "labels.tif", options)
+        spec = RunSpec.of([scene], str(CARD), folder / "labels.tif", device="cpu", workdir=folder / "work")
+        workdir = prepare_run(spec, load_card(spec.model))
         total = len(PatchGrid((size, size), (256, 256), 0.25))
         result["patches"] = total
         reference: np.ndarray | None = None
         for workers in (1, 2, 4):
             wall, computed = run_on(workdir, workers, processes=not args.smoke)
-            labels = np.asarray(open_array(workdir / "labels.zarr")[...])
+            labels = np.asarray(open_array(WorkdirLayout(workdir).labels)[...])
             reference = labels if reference is None else reference
             result[f"workers_{workers}"] = {
                 "regions": len(regions(workdir, workers)),

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flows.flood_mapping import flood_mapping
-from flows.options import InferenceOptions
 from flows.results import ArchiveReport, SceneResult
 from flows.scan_archive import REPORT, scan_archive
 from pipeline.run.samples import flood_scene, make_scan_archive
+from pipeline.run.spec import InferenceOptions
 
 FLOOD_MODEL = "flood-s1"
 BRAIN_MODEL = "brain-deepbet"

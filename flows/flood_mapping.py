@@ -27,7 +27,6 @@ from flows import layout
 from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
-from flows.options import InferenceOptions, PolygonSettings
 from flows.reports import RunProgress, flood_markdown, publish_image, publish_markdown
 from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
@@ -36,8 +35,12 @@ from pipeline.engine.devices import region_device
 from pipeline.engine.infer import Progress
 from pipeline.errors import UsageError
 from pipeline.run import ownership
-from pipeline.run import segment as stages
-from pipeline.run.segment import SegmentOptions
+from pipeline.run.execute import regions as plan_regions
+from pipeline.run.execute import run_rows
+from pipeline.run.finish import finish_run
+from pipeline.run.layout import WorkdirLayout
+from pipeline.run.plan import RunPlan, prepare_run
+from pipeline.run.spec import InferenceOptions, Outputs, PolygonSettings, RunSpec
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.quicklook import workdir_quicklook
 from unet.card import load_card
@@ -59,54 +62,44 @@ def flood_outputs(output_dir: Path, name: str, probabilities: bool) -> dict[str,
     return outputs
 
 
-def scene_options(
+def scene_spec(
+    inputs: list[Path],
+    model: str,
     output_dir: Path,
     name: str,
     inference: InferenceOptions,
     polygons: PolygonSettings,
     probabilities: bool,
-    overwrite: bool = False,
-    allow_remote: bool = False,
-) -> SegmentOptions:
-    """The library options of a scene's run (also what the inbox fingerprints to decide reuse)."""
-    outputs = flood_outputs(output_dir, name, probabilities)
-    return inference.segment_options(
-        layout.workdir(output_dir, name),
-        stats=outputs["stats"],
-        probabilities=outputs.get("probabilities"),
-        polygons=outputs["polygons"],
-        polygon_settings=polygons,
-        resume=not overwrite,
+) -> RunSpec:
+    """The run spec of the scene ``name`` (also what the inbox fingerprints to decide reuse), in a
+    workdir under ``output_dir`` that survives a failure, so that a rerun resumes."""
+    return RunSpec(
+        inputs=inputs,
+        model=model,
+        outputs=Outputs(**flood_outputs(output_dir, name, probabilities)),
+        inference=inference,
+        polygons=polygons,
+        workdir=layout.workdir(output_dir, name),
         overwrite=True,  # the flow has checked which existing outputs it may replace
-        allow_remote=allow_remote,
     )
 
 
 @task(name="prepare-scene", cache_policy=NONE)
 def prepare_scene(
-    inputs: list[str],
-    card: str,
-    output_dir: str,
-    name: str,
-    regions: int,
-    inference: InferenceOptions,
-    polygons: PolygonSettings,
-    probabilities: bool,
-    allow_remote: bool = False,
-    overwrite: bool = False,
+    spec: RunSpec, output_dir: str, name: str, regions: int, overwrite: bool = False
 ) -> Prepared:
-    """Check the scene and the card, ingest the scene to zarr (or resume), plan ``regions`` row ranges."""
+    """Check the scene ``name`` and the card, ingest the scene to zarr (or resume), plan ``regions``
+    row ranges. ``overwrite``: existing outputs the scene's earlier runs did not write may go."""
     with library_logs():
         started = time.perf_counter()
         out = Path(output_dir)
-        outputs = flood_outputs(out, name, probabilities)
+        outputs = flood_outputs(out, name, spec.outputs.probabilities is not None)
         quicklook = layout.output(out, name, ".quicklook.png")
         layout.check_replaceable(out, name, [*outputs.values(), quicklook], overwrite)
-        options = scene_options(out, name, inference, polygons, probabilities, overwrite, allow_remote)
-        workdir = stages.prepare_run([Path(p) for p in inputs], load_card(card), outputs["labels"], options)
+        workdir = prepare_run(spec, load_card(spec.model))
         return Prepared(
             workdir=str(workdir),
-            regions=stages.regions(workdir, regions),
+            regions=plan_regions(workdir, regions),
             seconds=time.perf_counter() - started,
         )
 
@@ -137,9 +130,9 @@ def infer_region(workdir: str, rows: tuple[int, int], device: str | None = None)
     with library_logs():
         started = time.perf_counter()
         path = Path(workdir)
-        plan = stages.RunPlan.load(path)
+        plan = RunPlan.load(path)
         used = str(region_device(device, plan.device, plan.precision))
-        stats = stages.run_rows(path, rows, device, progress=_progress_logger(rows))
+        stats = run_rows(path, rows, device, progress=_progress_logger(rows))
         return RegionRun(
             rows=rows,
             patches=stats.patches,
@@ -153,7 +146,7 @@ def infer_region(workdir: str, rows: tuple[int, int], device: str | None = None)
 def finish_scene(workdir: str) -> dict[str, Any]:
     """Write the COG, polygons and statistics on the scene's grid (atomically)."""
     with library_logs():
-        statistics = stages.finish_run(Path(workdir))
+        statistics = finish_run(Path(workdir))
         if statistics is None:
             raise UsageError(f"{workdir}: the run did not ask for statistics")
         return statistics
@@ -164,8 +157,10 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
     """Quick-look PNG and markdown report as artifacts; then the done manifest, written last."""
     with library_logs():
         out = Path(quicklook).parent
+        arrays = WorkdirLayout(Path(workdir))
         png = workdir_quicklook(
-            Path(workdir),
+            arrays.image,
+            arrays.labels,
             Path(result.outputs["labels"]),
             result.classes,
             result.statistics,
@@ -235,6 +230,8 @@ def flood_mapping(
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
+        spec = scene_spec(inputs, str(card.card_path), out, name, inference, polygons, probabilities)
+        spec = spec.model_copy(update={"resume": not overwrite, "allow_remote": allow_remote})
         runner_for_regions = task_runner(dask_address)  # a refused scheduler fails before the ingest
         key = artifact_key("flood", name)
         progress = RunProgress(f"{key}-progress", regions + 2, f"flood mapping {name}")
@@ -246,15 +243,10 @@ def flood_mapping(
                 prepared = runner.submit(
                     prepare_scene,
                     parameters={
-                        "inputs": [str(p) for p in inputs],
-                        "card": str(card.card_path),
+                        "spec": spec,
                         "output_dir": str(out),
                         "name": name,
                         "regions": regions,
-                        "inference": inference,
-                        "polygons": polygons,
-                        "probabilities": probabilities,
-                        "allow_remote": allow_remote,
                         "overwrite": overwrite,
                     },
                 ).result()

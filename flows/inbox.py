@@ -33,16 +33,16 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from flows import layout
-from flows.flood_mapping import flood_mapping, scene_options
+from flows.flood_mapping import flood_mapping, scene_spec
 from flows.logs import library_logs
 from flows.names import artifact_key
-from flows.options import InferenceOptions, PolygonSettings
 from flows.reports import inbox_rows, publish_table
 from flows.results import InboxEntry
 from flows.scenes import Scene, find_scenes, settled
 from pipeline.errors import SegpipeError
-from pipeline.run import segment as stages
 from pipeline.run.fingerprint import difference, referenced_files
+from pipeline.run.plan import run_fingerprint
+from pipeline.run.spec import InferenceOptions, PolygonSettings
 from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"
@@ -154,11 +154,13 @@ class _Dispatcher:
         manifest = layout.read_manifest(self.out, scene.name)
         if manifest is None:
             return ""
-        options = scene_options(self.out, scene.name, self.inference, self.polygons, probabilities=False)
+        spec = scene_spec(
+            scene.inputs, self.model, self.out, scene.name, self.inference, self.polygons, probabilities=False
+        )
         stored = manifest.get("fingerprint") or {}
         try:
             card = load_card(self.model)
-            current = stages.run_fingerprint(scene.inputs, card, options, referenced_files(stored))
+            current = run_fingerprint(spec, card, referenced_files(stored))
         except (OSError, SegpipeError) as exc:
             return f"cannot fingerprint ({exc})"
         return difference(stored, current)

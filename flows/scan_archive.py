@@ -34,7 +34,6 @@ from flows.cases import Case, find_cases
 from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
-from flows.options import InferenceOptions
 from flows.pseudonyms import (
     hidden_paths,
     hide_fingerprint,
@@ -55,8 +54,12 @@ from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline.errors import InputError, SegpipeError
 from pipeline.run import ownership
-from pipeline.run import segment as stages
+from pipeline.run.execute import run_rows
 from pipeline.run.fingerprint import difference, referenced_files
+from pipeline.run.finish import finish_run
+from pipeline.run.layout import WorkdirLayout
+from pipeline.run.plan import RunPlan, prepare_run, run_fingerprint
+from pipeline.run.spec import InferenceOptions, Outputs, RunSpec
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.quicklook import workdir_quicklook
 from unet.card import ModelCard, load_card
@@ -74,6 +77,20 @@ def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
     if case.kind == "dicom":
         outputs["seg"] = layout.output(output_dir, case.name, ".seg.dcm")
     return outputs
+
+
+def case_spec(output_dir: Path, case: Case, model: str, inference: InferenceOptions) -> RunSpec:
+    """The run spec of a case's mask and statistics (also what decides reuse), in a workdir under
+    ``output_dir`` that survives a failure, so that a retry resumes."""
+    outputs = case_outputs(output_dir, case)
+    return RunSpec(
+        inputs=[Path(case.path)],
+        model=model,
+        outputs=Outputs(labels=outputs["mask"], stats=outputs["stats"]),
+        inference=inference,
+        workdir=layout.workdir(output_dir, case.name),
+        overwrite=True,  # the flow has checked which existing outputs it may replace
+    )
 
 
 def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
@@ -107,11 +124,9 @@ def segment_case(
     with library_logs(), hidden:
         out = Path(output_dir)
         outputs = case_outputs(out, case)
-        workdir_path = layout.workdir(out, case.name)
         quicklook = layout.output(out, case.name, ".quicklook.png")
         layout.check_replaceable(out, case.name, [*outputs.values(), quicklook], overwrite)
         model = load_card(card)
-        inputs = [Path(case.path)]
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -122,35 +137,31 @@ def segment_case(
             clock = now
 
         try:
-            options = inference.segment_options(
-                workdir_path,
-                stats=outputs["stats"],
-                resume=not overwrite,
-                overwrite=True,
-                allow_remote=allow_remote,
-            )
-            workdir = stages.prepare_run(inputs, model, outputs["mask"], options)
-            device = stages.RunPlan.load(workdir).device
+            spec = case_spec(out, case, card, inference)
+            spec = spec.model_copy(update={"resume": not overwrite, "allow_remote": allow_remote})
+            workdir = prepare_run(spec, model)
+            device = RunPlan.load(workdir).device
             lap("prepare")
-            stages.run_rows(workdir)
+            run_rows(workdir)
             lap("infer")
-            statistics = stages.finish_run(workdir)
+            statistics = finish_run(workdir)
             if case.pseudonymised:
                 hide_inputs(outputs["stats"], case.input)
             lap("write")
             if "seg" in outputs:
                 # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
-                seg_options = inference.segment_options(
-                    workdir_path, overwrite=True, allow_remote=allow_remote
-                )
-                stages.prepare_run(inputs, model, outputs["seg"], seg_options)
-                stages.run_rows(workdir)
-                stages.finish_run(workdir)
+                seg_spec = spec.model_copy(update={"outputs": Outputs(labels=outputs["seg"]), "resume": True})
+                prepare_run(seg_spec, model)
+                run_rows(workdir)
+                finish_run(workdir)
                 lap("seg")
         except InputError:
             layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
             raise
-        png = workdir_quicklook(workdir, None, model.classes, statistics, f"{case.name}: {model.name}")
+        arrays = WorkdirLayout(workdir)
+        png = workdir_quicklook(
+            arrays.image, arrays.labels, None, model.classes, statistics, f"{case.name}: {model.name}"
+        )
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
         Workdir.open(workdir).record({str(quicklook.resolve()): ownership.stamp(temporary)})
@@ -192,14 +203,11 @@ def reused(
     manifest = layout.read_manifest(output_dir, case.name)
     if manifest is None:
         return None, ""
-    outputs = case_outputs(output_dir, case)
-    options = inference.segment_options(layout.workdir(output_dir, case.name), stats=outputs["stats"])
+    spec = case_spec(output_dir, case, str(card.card_path), inference)
     stored = manifest.get("fingerprint") or {}
     try:
         referenced = [] if case.pseudonymised else referenced_files(stored)
-        current = _recorded_fingerprint(
-            case, stages.run_fingerprint([Path(case.path)], card, options, referenced)
-        )
+        current = _recorded_fingerprint(case, run_fingerprint(spec, card, referenced))
     except (OSError, SegpipeError) as exc:
         detail = type(exc).__name__ if case.pseudonymised else str(exc)
         return None, f"cannot fingerprint the input ({detail})"

@@ -21,6 +21,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from pipeline.ingest.store import ZArray, create_array
+from pipeline.run.spec import RunSpec
+from unet.card import ModelCard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,3 +200,9 @@ def recording_http_server() -> Iterator[tuple[str, list[str]]]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def run_spec(inputs: list[Path], card: ModelCard, output: Path, **options: Any) -> RunSpec:
+    """The spec of segmenting ``inputs`` with the loaded ``card`` into ``output`` (flat options,
+    as ``RunSpec.of`` takes them)."""
+    return RunSpec.of(inputs, str(card.card_path), output, **options)

@@ -17,7 +17,8 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).parent))
 from flood_labels import otsu_threshold, read, water_labels
 
-from pipeline.run.segment import SegmentOptions, segment
+from pipeline.run.segment import segment
+from pipeline.run.spec import RunSpec
 from unet.card import load_card
 from unet.metrics import dice_iou
 
@@ -32,7 +33,7 @@ def main() -> None:
     truth = water_labels(s1, s2)[:, HALF:]
     with tempfile.TemporaryDirectory() as folder:
         mask = Path(folder) / "water.tif"
-        segment([s1_path], card, mask, SegmentOptions(device="cpu"))
+        segment(RunSpec.of([s1_path], str(card.card_path), mask, device="cpu"), card)
         with rasterio.open(mask) as src:
             predicted = src.read(1)[:, HALF:]
     threshold = otsu_threshold(s1[0][:, :HALF])

@@ -61,10 +61,10 @@ def ingest(
     source: SourceImage,
     bands: list[int],
     normalization: NormalizationSteps,
-    folder: Path,
+    path: Path,
     progress: StageProgress | None = None,
 ) -> ZArray:
-    """Write ``folder/image.zarr`` with the selected raw bands; return the opened array.
+    """Write the zarr array ``path`` with the selected raw bands; return the opened array.
 
     Normalisations that depend on the input (``volume_zscore``, ``percentile``) are
     resolved here from statistics over the whole stored copy. ``progress`` gets the stage
@@ -83,7 +83,7 @@ def ingest(
         "band_names": [source.band_names[i] for i in bands],
         "paths": [str(p) for p in source.paths],
     }
-    image = create_array(folder / "image.zarr", data.shape, data.dtype, (len(bands), *chunks), attrs)
+    image = create_array(path, data.shape, data.dtype, (len(bands), *chunks), attrs)
     draft = preparation(source, bands, normalization)
     target: ZArray | _Counted = image
     if progress is not None:

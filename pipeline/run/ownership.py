@@ -22,16 +22,14 @@ from typing import Any
 
 import pipeline
 from pipeline.errors import OutputError, UsageError
+from pipeline.run.layout import LAYOUT_VERSION, MARKER, WorkdirLayout
 
 log = logging.getLogger(__name__)
-
-MARKER = ".segpipe-workdir"
-LAYOUT_VERSION = 1
 
 
 def marker(path: Path) -> dict[str, Any] | None:
     """The workdir marker's content, or None when ``path`` is not a marked workdir."""
-    file = path / MARKER
+    file = WorkdirLayout(path).marker
     if path.is_symlink() or not path.is_dir() or file.is_symlink() or not file.is_file():
         return None
     try:
@@ -46,7 +44,7 @@ def marker(path: Path) -> dict[str, Any] | None:
 def mark(path: Path) -> None:
     """Claim ``path`` (a new or empty folder) as a segpipe workdir."""
     content = {"segpipe": pipeline.__version__, "layout": LAYOUT_VERSION}
-    (path / MARKER).write_text(json.dumps(content), encoding="utf-8")
+    WorkdirLayout(path).marker.write_text(json.dumps(content), encoding="utf-8")
 
 
 def protected(inputs: Iterable[Path], outputs: Iterable[Path]) -> dict[Path, str]:

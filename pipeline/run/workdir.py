@@ -19,16 +19,15 @@ from typing import Any
 
 from pipeline.errors import UsageError
 from pipeline.run.fingerprint import difference
-from pipeline.run.ownership import LAYOUT_VERSION, MARKER, Stamp, mark, marker
+from pipeline.run.layout import LAYOUT_VERSION, MARKER, WorkdirLayout
+from pipeline.run.ownership import Stamp, mark, marker
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
-        content = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        content = json.loads(WorkdirLayout(path).manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return content if isinstance(content, dict) else {}
@@ -88,12 +87,16 @@ class Workdir:
         return cls(path, _read_manifest(path).get("fingerprint", {}))
 
     def _read(self) -> dict[str, Any]:
-        return json.loads((self.path / MANIFEST).read_text())  # type: ignore[no-any-return]
+        return json.loads(self.layout.manifest.read_text())  # type: ignore[no-any-return]
 
     def _write(self, content: dict[str, Any]) -> None:
-        temporary = self.path / f".{MANIFEST}.tmp"
+        temporary = self.layout.manifest_staging
         temporary.write_text(json.dumps(content, indent=1))
-        temporary.replace(self.path / MANIFEST)
+        temporary.replace(self.layout.manifest)
+
+    @property
+    def layout(self) -> WorkdirLayout:
+        return WorkdirLayout(self.path)
 
     def finished(self, stage: str) -> bool:
         return stage in self._read()["stages"]

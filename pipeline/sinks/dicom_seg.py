@@ -7,7 +7,7 @@ a class without codes gets the generic default category "Tissue" / type "Tissue"
 (SNOMED CT 85756007), which says "a segmented region" without claiming an anatomy.
 
 Everything the writer needs from the source is collected before any work
-(``collect_seg_source``) and kept in the workdir (``SEG_SOURCE``): the header of the
+(``collect_seg_source``) and kept in the workdir (``SegSource``): the header of the
 series' first slice (private elements removed) and each slice's SOP class, SOP instance
 and position. Finishing builds highdicom's source datasets from that file alone and
 never reads the source again. A SEG that cannot name its source series, study and
@@ -52,8 +52,6 @@ from unet.card import ModelCard
 
 if TYPE_CHECKING:
     import highdicom as hd
-
-SEG_SOURCE = "dicom_seg_source.json"  # in the workdir
 
 # Type 2 attributes of the patient and study modules the SEG copies from its source:
 # anonymised series often drop them; the standard allows them present but empty.
@@ -114,7 +112,7 @@ class SegInstance(BaseModel):
 
 
 class SegSource(BaseModel):
-    """What the SEG writer needs from the source series; saved as ``SEG_SOURCE`` in the workdir."""
+    """What the SEG writer needs from the source series; saved in the workdir."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -122,12 +120,11 @@ class SegSource(BaseModel):
     header: str  # the first slice's header without private or per-slice elements: a base64 DICOM file
     instances: list[SegInstance]  # in stack order (slice k of the stored volume)
 
-    def save(self, workdir: Path) -> None:
-        (workdir / SEG_SOURCE).write_text(self.model_dump_json())
+    def save(self, path: Path) -> None:
+        path.write_text(self.model_dump_json())
 
     @classmethod
-    def load(cls, workdir: Path) -> SegSource:
-        path = workdir / SEG_SOURCE
+    def load(cls, path: Path) -> SegSource:
         if not path.exists():
             raise NotFoundError(f"{path}: not found; the workdir was not prepared for a DICOM SEG output")
         try:

@@ -282,29 +282,30 @@ def ras_spacing(geometry: Mapping[str, Any]) -> tuple[float, float, float]:
 
 
 def workdir_quicklook(
-    workdir: Path,
+    image_zarr: Path,
+    labels_zarr: Path,
     labels_cog: Path | None,
     classes: Sequence[str],
     statistics: Mapping[str, Any] | None,
     title: str,
 ) -> bytes:
-    """The quick-look of a finished run from its workdir (before it is removed) and outputs only.
+    """The quick-look of a finished run from its workdir's arrays (before it is removed) and outputs only.
 
     Rasters take the labels from the written COG (it carries the nodata), volumes from
-    the workdir's ``labels.zarr`` (RAS voxel order, like ``image.zarr``).
+    the workdir's ``labels_zarr`` (RAS voxel order, like ``image_zarr``).
     """
     from pipeline.ingest.store import open_array
 
-    image = open_array(workdir / "image.zarr")
+    image = open_array(image_zarr)
     attrs: dict[str, Any] = dict(image.attrs.asdict())
     if attrs.get("kind") == "volume":
-        labels = np.asarray(open_array(workdir / "labels.zarr")[...])
+        labels = np.asarray(open_array(labels_zarr)[...])
         volumes = amounts(statistics, "volume_ml")
         return volume_quicklook(
             np.asarray(image[0]), labels, ras_spacing(attrs["geometry"]), classes, volumes, title
         )
     if labels_cog is None:
-        raise ValueError(f"{workdir}: a raster quick-look needs the labels COG")
+        raise ValueError(f"{image_zarr.parent}: a raster quick-look needs the labels COG")
     return raster_file_quicklook(image, attrs["band_names"], labels_cog, classes, statistics, title)
 
 

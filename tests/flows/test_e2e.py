@@ -145,7 +145,7 @@ def test_the_deployment_run_writes_outputs_artifacts_and_library_logs(deployed_r
     assert deployed_run.artifacts[f"{KEY}-progress"]["data"] == 100
     assert deployed_run.artifacts[f"{KEY}-quicklook"]["data"].startswith("data:image/png;base64,")
     names = {entry["name"] for entry in deployed_run.logs}
-    assert {"pipeline.run.segment", "pipeline.engine.devices", "unet.loaders", "flows.cluster"} <= names
+    assert {"pipeline.run.plan", "pipeline.engine.devices", "unet.loaders", "flows.cluster"} <= names
 
 
 def _browser() -> str:
@@ -176,7 +176,7 @@ def test_the_run_its_logs_and_artifacts_show_in_the_ui(deployed_run: DeployedRun
     assert f"flood-{NAME}" in page
     assert "Completed" in page
     assert "Switch to V2 UI" in page  # the V1 UI: no analytics calls, works offline
-    assert "pipeline.run.segment" in page  # library logs in the run's Logs tab
+    assert "pipeline.run.plan" in page  # library logs in the run's Logs tab
     assert "ingesting" in page
     screenshot = tmp_path / "ui.png"
     _chromium(browser, profile, run_page, f"--screenshot={screenshot}")

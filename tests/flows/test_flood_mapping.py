@@ -11,9 +11,9 @@ import shapely
 from scipy import ndimage
 
 from flows import layout
-from flows.flood_mapping import finish_scene, flood_mapping, infer_region, prepare_scene
-from flows.options import InferenceOptions, PolygonSettings
+from flows.flood_mapping import finish_scene, flood_mapping, infer_region, prepare_scene, scene_spec
 from pipeline.errors import NotFoundError, UsageError
+from pipeline.run.spec import InferenceOptions, PolygonSettings
 from tests.flows import api, builders
 from tests.helpers import threshold_card
 
@@ -75,8 +75,8 @@ def test_flood_mapping_writes_outputs_artifacts_and_library_logs(tmp_path: Path)
     names = {task.name for task in api.task_runs(run_id)}
     assert {"infer-rows-0-256", "infer-rows-256-300"} <= names
     messages = [(entry.name, entry.message) for entry in api.logs(run_id)]
-    assert any(name == "pipeline.run.segment" and "ingesting" in message for name, message in messages)
-    assert any(name == "pipeline.run.segment" and "rows 256-300" in message for name, message in messages)
+    assert any(name == "pipeline.run.plan" and "ingesting" in message for name, message in messages)
+    assert any(name == "pipeline.run.execute" and "rows 256-300" in message for name, message in messages)
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -93,24 +93,19 @@ def test_tasks_resume_a_half_finished_scene(tmp_path: Path) -> None:
     card = threshold_card(tmp_path, builders.THRESHOLD)
     out = tmp_path / "out"
     out.mkdir()
-    arguments = (
-        [str(scene)],
-        str(card),
-        str(out),
-        "scene",
-        2,
-        InferenceOptions(device="cpu"),
-        PolygonSettings(),
+    spec = scene_spec(
+        [scene], str(card), out, "scene", InferenceOptions(device="cpu"), PolygonSettings(), False
     )
+    arguments = (spec, str(out), "scene", 2)
 
-    prepared = prepare_scene.fn(*arguments, False)
+    prepared = prepare_scene.fn(*arguments)
     first = infer_region.fn(prepared.workdir, prepared.regions[0])
     # 300 x 200 pixels, 32 px patches at overlap 0.25: stride 24, 13 row starts x 8 column starts;
     # region (0, 256) needs every patch that starts at or above row 256 + 32 - 1: 11 row starts
     assert (prepared.regions[0], prepared.regions[1]) == ((0, 256), (256, 300))
     assert first.patches == 11 * 8
     assert first.worker == ""
-    again = prepare_scene.fn(*arguments, False)  # a new run of the same scene
+    again = prepare_scene.fn(*arguments)  # a new run of the same scene
     assert again.workdir == prepared.workdir
     assert infer_region.fn(again.workdir, again.regions[0]).patches == 0  # done chunk rows are kept
     infer_region.fn(again.workdir, again.regions[1])

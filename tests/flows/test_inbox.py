@@ -10,9 +10,9 @@ import rasterio
 from prefect.client.orchestration import get_client
 
 from flows import layout
-from flows.flood_mapping import flood_mapping, infer_region, prepare_scene
+from flows.flood_mapping import flood_mapping, infer_region, prepare_scene, scene_spec
 from flows.inbox import flood_inbox, in_flight
-from flows.options import InferenceOptions, PolygonSettings
+from pipeline.run.spec import InferenceOptions, PolygonSettings
 from tests.flows import api, builders
 from tests.helpers import threshold_card
 
@@ -68,9 +68,8 @@ def test_a_half_finished_scene_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     # A run that crashed after ingest and its first region (inbox defaults: 2 regions, no probabilities).
-    prepared = prepare_scene.fn(
-        [str(scene)], str(card), str(out), "c", 2, InferenceOptions(), PolygonSettings(), False
-    )
+    spec = scene_spec([scene], str(card), out, "c", InferenceOptions(), PolygonSettings(), False)
+    prepared = prepare_scene.fn(spec, str(out), "c", 2)
     infer_region.fn(prepared.workdir, prepared.regions[0])
 
     (entry,) = flood_inbox(str(inbox), str(card), str(out), min_age_s=0, dispatch="subflow")

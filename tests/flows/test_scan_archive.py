@@ -11,10 +11,10 @@ from prefect.client.schemas.objects import StateType
 
 from flows import layout
 from flows.cases import Case
-from flows.options import InferenceOptions
 from flows.retries import retry_unexpected
 from flows.scan_archive import REPORT, scan_archive, segment_case
 from pipeline.errors import InputError
+from pipeline.run.spec import InferenceOptions
 from tests.flows import api, builders
 from tests.helpers import shared_data, threshold_card
 from tests.pipeline.test_dicom import write_series

@@ -16,9 +16,10 @@ import rasterio
 import torch
 
 from pipeline.cli import main
-from pipeline.run.segment import SegmentOptions, segment
+from pipeline.run.segment import segment
 from tests.helpers import (
     lps_affine,
+    run_spec,
     save_torchscript,
     threshold_card,
     write_card,
@@ -58,7 +59,7 @@ def test_nan_voxels_are_invalid_in_volume_stats_not_background(tmp_path: Path) -
     volume = write_nifti(tmp_path / "v.nii.gz", data, lps_affine(spacing))
     card = load_card(threshold_card(tmp_path, 0.5, dims=3))
     stats_path = tmp_path / "s.json"
-    segment([volume], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu", stats=stats_path))
+    segment(run_spec([volume], card, tmp_path / "m.nii.gz", device="cpu", stats=stats_path), card)
     stats = json.loads(stats_path.read_text())
     nan = int(np.isnan(data).sum())
     assert nan == 721
@@ -101,7 +102,8 @@ def test_the_last_class_stays_itself_and_nodata_stays_distinct_at_the_dtype_boun
     save_torchscript(NearestClass(n_classes), tmp_path / "model.ts")
     card = write_card(tmp_path, classes=[f"c{k}" for k in range(n_classes)])
     output = tmp_path / "labels.tif"
-    segment([scene], load_card(card), output, SegmentOptions(device="cpu", batch_size=2))
+    loaded = load_card(card)
+    segment(run_spec([scene], loaded, output, device="cpu", batch_size=2), loaded)
     with rasterio.open(output) as out:
         assert (out.dtypes[0], out.nodata) == (dtype, nodata)
         labels = out.read(1)

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, generate_uid
 
-import pipeline.run.segment
+import pipeline.run.plan
 from pipeline.cli import main
 from pipeline.sources.dicom.series import scan_series, series_tag
 from pipeline.sources.dicom.volume import stored_volume
@@ -193,7 +193,7 @@ def test_seg_output_works_or_is_refused_before_any_work_with_one_line(
         def no_ingest(*args: object, **kwargs: object) -> None:
             raise AssertionError("ingest ran although the SEG output is refused")
 
-        monkeypatch.setattr(pipeline.run.segment, "ingest", no_ingest)
+        monkeypatch.setattr(pipeline.run.plan, "ingest", no_ingest)
         before = set(tmp_path.rglob("*"))
         code, lines = run([str(written.folder), "-m", card, "-o", str(tmp_path / "seg.dcm")], capsys)
         assert code == 2
@@ -288,7 +288,7 @@ def test_a_header_highdicom_rejects_is_refused_before_any_work_with_one_line(
     def no_ingest(*args: object, **kwargs: object) -> None:
         raise AssertionError("ingest ran although the SEG output is refused")
 
-    monkeypatch.setattr(pipeline.run.segment, "ingest", no_ingest)
+    monkeypatch.setattr(pipeline.run.plan, "ingest", no_ingest)
     card = str(threshold_card(tmp_path, 1000.0, dims=3))
     before = set(tmp_path.rglob("*"))
     code, lines = run([str(written.folder), "-m", card, "-o", str(tmp_path / "seg.dcm")], capsys)

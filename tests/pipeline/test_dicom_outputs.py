@@ -14,10 +14,13 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
-from pipeline.sinks.dicom_seg import SEG_SOURCE
+from pipeline.run.execute import run_rows
+from pipeline.run.finish import finish_run
+from pipeline.run.layout import WorkdirLayout
+from pipeline.run.plan import prepare_run
+from pipeline.run.segment import segment
 from pipeline.sources.dicom.series import scan_series
-from tests.helpers import shared_file, threshold_card, write_nifti
+from tests.helpers import run_spec, shared_file, threshold_card, write_nifti
 from tests.pipeline.test_dicom import Written, oblique, write_series
 from tests.pipeline.test_dicom_anonymised import blank_sop_uids, marked, no_numbers, no_patient_id
 from unet.card import load_card
@@ -58,14 +61,14 @@ def test_dicom_series_gives_a_nifti_mask_and_a_seg_with_the_same_voxels(tmp_path
     threshold = _threshold(reference)
     card = load_card(_card(tmp_path, threshold))
     (series,), _ = scan_series(folder)
-    segment([folder], card, tmp_path / "mask.nii.gz", SegmentOptions(device="cpu"))
+    segment(run_spec([folder], card, tmp_path / "mask.nii.gz", device="cpu"), card)
     mask = nib.load(tmp_path / "mask.nii.gz")
     canonical = nib.as_closest_canonical(mask)
     assert np.allclose(canonical.affine, reference.affine, atol=1e-3)
     expected = (reference.get_fdata() > threshold).astype(np.uint8)
     assert np.array_equal(np.asarray(canonical.dataobj), expected)
 
-    segment([folder], card, tmp_path / "mask.dcm", SegmentOptions(device="cpu"))
+    segment(run_spec([folder], card, tmp_path / "mask.dcm", device="cpu"), card)
     seg = hd.seg.segread(tmp_path / "mask.dcm")
     assert seg.Modality == "SEG"
     assert seg.number_of_segments == 1
@@ -102,8 +105,8 @@ def test_finishing_a_seg_run_does_not_read_the_source(tmp_path: Path) -> None:
     uids = [str(pydicom.dcmread(path).SOPInstanceUID) for path in written.paths]
     card = load_card(threshold_card(tmp_path, 1000.0, dims=3))
     output = tmp_path / "seg.dcm"
-    workdir = prepare_run([written.folder], card, output, SegmentOptions(device="cpu"))
-    assert (workdir / SEG_SOURCE).exists()
+    workdir = prepare_run(run_spec([written.folder], card, output, device="cpu"), card)
+    assert WorkdirLayout(workdir).seg_source.exists()
     run_rows(workdir)
     shutil.rmtree(written.folder)  # any read of the source now fails
     finish_run(workdir)
@@ -152,7 +155,7 @@ def test_the_seg_of_a_generated_series_passes_dciodvfy(
 ) -> None:
     written = build(tmp_path / "series")
     card = load_card(threshold_card(tmp_path, 1000.0, dims=3))
-    segment([written.folder], card, tmp_path / "seg.dcm", SegmentOptions(device="cpu"))
+    segment(run_spec([written.folder], card, tmp_path / "seg.dcm", device="cpu"), card)
     assert dciodvfy_report(tmp_path / "seg.dcm") == []
 
 
@@ -160,5 +163,5 @@ def test_the_seg_of_a_generated_series_passes_dciodvfy(
 def test_the_seg_of_a_real_series_passes_dciodvfy(tmp_path: Path, name: str) -> None:
     folder = shared_file(f"med/dicom2nifti_series/{name}/dicom")
     card = load_card(_card(tmp_path, _threshold(_reference(name))))
-    segment([folder], card, tmp_path / "seg.dcm", SegmentOptions(device="cpu"))
+    segment(run_spec([folder], card, tmp_path / "seg.dcm", device="cpu"), card)
     assert dciodvfy_report(tmp_path / "seg.dcm") == []

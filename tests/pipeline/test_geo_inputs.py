@@ -10,11 +10,11 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
 from pipeline.errors import InputError
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import threshold_card, write_geotiff
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, threshold_card, write_geotiff
 from unet.card import load_card
 
-CPU = SegmentOptions(device="cpu", batch_size=4)
+CPU = dict(device="cpu", batch_size=4)
 S2 = ["B02", "B03", "B04", "B08"]
 
 
@@ -25,7 +25,7 @@ def test_labels_and_probabilities_are_valid_cogs_with_nearest_overviews(tmp_path
     scene = write_geotiff(tmp_path / "big.tif", data, nodata=float("nan"), descriptions=["b1"])
     card = load_card(threshold_card(tmp_path, 0.5))
     output, probabilities = tmp_path / "mask.tif", tmp_path / "probs.tif"
-    segment([scene], card, output, SegmentOptions(device="cpu", batch_size=8, probabilities=probabilities))
+    segment(run_spec([scene], card, output, device="cpu", batch_size=8, probabilities=probabilities), card)
     for path in (output, probabilities):
         valid, errors, _ = cog_validate(str(path))
         assert valid, errors
@@ -45,7 +45,7 @@ def test_shuffled_single_band_files_map_to_channels_by_sentinel2_name(tmp_path: 
     order = ["B08", "B03", "B02", "B04"]
     paths = [write_geotiff(tmp_path / f"{name}.tif", bands[name], descriptions=[name]) for name in order]
     card = load_card(threshold_card(tmp_path, 0.5, channels=["nir", "blue", "green", "red"]))
-    segment(paths, card, tmp_path / "mask.tif", CPU)
+    segment(run_spec(paths, card, tmp_path / "mask.tif", **CPU), card)
     with rasterio.open(tmp_path / "mask.tif") as out:
         assert np.array_equal(out.read(1), (bands["B08"][0] > 0.5).astype(np.uint8))
 
@@ -58,7 +58,7 @@ def test_declared_scale_and_offset_apply_before_the_model(tmp_path: Path) -> Non
     with rasterio.open(path, "r+") as dst:
         dst.scales, dst.offsets = (0.0001,), (-0.1,)
     card = load_card(threshold_card(tmp_path, 0.25))
-    segment([path], card, tmp_path / "mask.tif", CPU)
+    segment(run_spec([path], card, tmp_path / "mask.tif", **CPU), card)
     physical = counts[0].astype(np.float64) * 0.0001 - 0.1
     with rasterio.open(tmp_path / "mask.tif") as out:
         labels = out.read(1)
@@ -83,7 +83,7 @@ def _pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
 def test_coarser_bands_are_resampled_onto_the_finest_grid(tmp_path: Path) -> None:
     fine_path, coarse_path, fine, _ = _pair(tmp_path)
     card = load_card(threshold_card(tmp_path, 0.5, channels=["blue", "swir16"]))
-    segment([coarse_path, fine_path], card, tmp_path / "mask.tif", CPU)
+    segment(run_spec([coarse_path, fine_path], card, tmp_path / "mask.tif", **CPU), card)
     with rasterio.open(tmp_path / "mask.tif") as out, rasterio.open(fine_path) as src:
         assert (out.transform, out.shape) == (src.transform, src.shape)
         assert np.array_equal(out.read(1), (fine[0] > 0.5).astype(np.uint8))
@@ -94,7 +94,11 @@ def test_the_cards_resolution_sets_the_output_grid(tmp_path: Path) -> None:
     card_path = threshold_card(tmp_path, 0.5, channels=["swir16", "blue"])
     data = card_path.read_text().replace("normalization: none", "normalization: none\n  resolution: 20.0")
     card_path.write_text(data)
-    segment([fine_path, coarse_path], load_card(card_path), tmp_path / "mask.tif", CPU)
+    loaded = load_card(card_path)
+    segment(
+        run_spec([fine_path, coarse_path], loaded, tmp_path / "mask.tif", **CPU),
+        loaded,
+    )
     with rasterio.open(tmp_path / "mask.tif") as out, rasterio.open(coarse_path) as src:
         assert (out.transform, out.shape) == (src.transform, src.shape)
         assert np.array_equal(out.read(1), (coarse[0] > 0.5).astype(np.uint8))
@@ -148,7 +152,7 @@ def test_stac_item_bands_are_picked_by_common_name_with_raster_scale(tmp_path: P
         },
     )
     card = load_card(threshold_card(tmp_path, 0.1, channels=["nir", "blue"]))
-    segment([item], card, tmp_path / "mask.tif", CPU)
+    segment(run_spec([item], card, tmp_path / "mask.tif", **CPU), card)
     reflectance = nir[0] * 0.0001 - 0.1
     with rasterio.open(tmp_path / "mask.tif") as out:
         labels = out.read(1)
@@ -163,5 +167,5 @@ def test_stac_assets_must_be_local(tmp_path: Path) -> None:
     )
     card = load_card(threshold_card(tmp_path, 0.1, channels=["nir"]))
     with pytest.raises(InputError, match="asset 'B08' is not a local file"):
-        segment([item], card, tmp_path / "mask.tif", CPU)
+        segment(run_spec([item], card, tmp_path / "mask.tif", **CPU), card)
     assert not (tmp_path / "mask.tif").exists()

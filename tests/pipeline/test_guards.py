@@ -13,8 +13,8 @@ import zarr
 from pipeline.cli import main
 from pipeline.engine.infer import EngineSettings, infer_array, run_engine
 from pipeline.ingest.store import DoneMarks, create_array
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import Threshold, oblique_affine, threshold_card, write_geotiff, write_nifti
+from pipeline.run.segment import segment
+from tests.helpers import Threshold, oblique_affine, run_spec, threshold_card, write_geotiff, write_nifti
 from unet.card import load_card
 
 
@@ -96,7 +96,7 @@ def test_a_4d_nifti_with_a_singleton_fourth_axis_is_the_3d_volume(tmp_path: Path
     affine = oblique_affine()
     volume = write_nifti(tmp_path / "v4.nii.gz", data, affine)
     card = load_card(threshold_card(tmp_path, 0.5, dims=3))
-    segment([volume], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu"))
+    segment(run_spec([volume], card, tmp_path / "m.nii.gz", device="cpu"), card)
     mask = nib.load(tmp_path / "m.nii.gz")
     assert mask.shape == (14, 11, 9)
     assert np.allclose(mask.affine, affine)

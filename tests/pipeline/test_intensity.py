@@ -10,9 +10,9 @@ import yaml
 from pipeline.errors import InputError
 from pipeline.ingest.prepare import Preparation
 from pipeline.ingest.to_zarr import ingest
-from pipeline.run.segment import SegmentOptions, segment
+from pipeline.run.segment import segment
 from pipeline.sources.nifti import open_nifti
-from tests.helpers import lps_affine, shared_file, threshold_card, write_nifti
+from tests.helpers import lps_affine, run_spec, shared_file, threshold_card, write_nifti
 from unet.card import PercentileNormalization, VolumeZScoreNormalization, ZScoreNormalization, load_card
 
 
@@ -25,7 +25,7 @@ def _volume(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 
 def _resolved(tmp_path: Path, source: Path, spec: object) -> ZScoreNormalization:
-    image = ingest(open_nifti(source), [0], spec, tmp_path / "work")  # type: ignore[arg-type]
+    image = ingest(open_nifti(source), [0], spec, tmp_path / "work" / "image.zarr")  # type: ignore[arg-type]
     resolved = Preparation.from_attrs(image.attrs["preparation"]).normalization  # type: ignore[arg-type]
     assert isinstance(resolved, ZScoreNormalization)
     return resolved
@@ -68,7 +68,11 @@ def test_every_patch_sees_the_same_volume_statistics(tmp_path: Path) -> None:
     card = yaml.safe_load(path.read_text())
     card["inputs"]["normalization"] = {"kind": "volume_zscore"}
     path.write_text(yaml.safe_dump(card))
-    segment([source], load_card(path), tmp_path / "m.nii.gz", SegmentOptions(device="cpu", batch_size=8))
+    loaded = load_card(path)
+    segment(
+        run_spec([source], loaded, tmp_path / "m.nii.gz", device="cpu", batch_size=8),
+        loaded,
+    )
     labels = np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj)
     mean = data[np.isfinite(data) & (data != 0)].mean()
     finite = np.isfinite(data)

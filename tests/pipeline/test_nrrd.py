@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import threshold_card
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, threshold_card
 from unet.card import load_card
 
 
@@ -24,7 +24,7 @@ def test_lps_nrrd_is_segmented_onto_its_own_grid_as_nifti(tmp_path: Path) -> Non
     source = tmp_path / "v.nrrd"
     nrrd.write(str(source), data, header)
     card = load_card(threshold_card(tmp_path, 49.5, dims=3))
-    segment([source], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu"))
+    segment(run_spec([source], card, tmp_path / "m.nii.gz", device="cpu"), card)
     out = nib.load(tmp_path / "m.nii.gz")
     assert np.array_equal(np.asarray(out.dataobj), (data > 49.5).astype(np.uint8))
     expected = np.array(
@@ -39,4 +39,4 @@ def test_a_vector_nrrd_is_refused(tmp_path: Path) -> None:
     nrrd.write(str(source), np.zeros((3, 4, 4, 4), np.float32))
     card = load_card(threshold_card(tmp_path, 0.5, dims=3))
     with pytest.raises(InputError, match="expected a scalar 3-D volume"):
-        segment([source], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu"))
+        segment(run_spec([source], card, tmp_path / "m.nii.gz", device="cpu"), card)

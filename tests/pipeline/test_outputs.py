@@ -12,8 +12,8 @@ from pyproj import CRS
 
 from pipeline.cli import main
 from pipeline.errors import UsageError
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import lps_affine, shared_file, threshold_card, write_geotiff, write_nifti
+from pipeline.run.segment import segment
+from tests.helpers import lps_affine, run_spec, shared_file, threshold_card, write_geotiff, write_nifti
 from unet.card import load_card
 
 
@@ -24,10 +24,10 @@ def test_polygons_and_stats_come_with_the_mask_and_agree(tmp_path: Path) -> None
     data[0, :5] = np.nan  # invalid rows
     scene = write_geotiff(tmp_path / "s.tif", data, nodata=float("nan"), crs="EPSG:32633")
     card = load_card(threshold_card(tmp_path, 0.5))
-    options = SegmentOptions(
+    options = dict(
         device="cpu", polygons=tmp_path / "water.gpkg", stats=tmp_path / "stats.json", batch_size=8
     )
-    result = segment([scene], card, tmp_path / "mask.tif", options)
+    result = segment(run_spec([scene], card, tmp_path / "mask.tif", **options), card)
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats == result.statistics
     info = pyogrio.read_info(tmp_path / "water.gpkg")
@@ -63,7 +63,7 @@ def test_polygons_of_a_volume_are_a_usage_error(tmp_path: Path) -> None:
     card = load_card(threshold_card(tmp_path, 0.5, dims=3))
     with pytest.raises(UsageError, match="polygons are made for raster inputs only"):
         segment(
-            [volume], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu", polygons=tmp_path / "p.gpkg")
+            run_spec([volume], card, tmp_path / "m.nii.gz", device="cpu", polygons=tmp_path / "p.gpkg"), card
         )
     assert not (tmp_path / "m.nii.gz").exists()
 
@@ -75,7 +75,7 @@ def test_volume_stats_count_voxels_in_ml_and_flag_the_border(tmp_path: Path) -> 
     volume = write_nifti(tmp_path / "v.nii.gz", data, lps_affine(spacing))
     card = load_card(threshold_card(tmp_path, 0.5, dims=3))
     stats_path = tmp_path / "s.json"
-    segment([volume], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu", stats=stats_path))
+    segment(run_spec([volume], card, tmp_path / "m.nii.gz", device="cpu", stats=stats_path), card)
     stats = json.loads(stats_path.read_text())["classes"]
     assert stats["foreground"]["voxels"] == 125
     assert stats["foreground"]["volume_ml"] == pytest.approx(125 * 1.0 * 1.2 * 2.5 / 1000)
@@ -83,8 +83,8 @@ def test_volume_stats_count_voxels_in_ml_and_flag_the_border(tmp_path: Path) -> 
     assert stats["background"]["touches_border"]
     data[0:3, 5:8, 5:8] = 1.0  # now touching the first face
     write_nifti(tmp_path / "v2.nii.gz", data, lps_affine(spacing))
-    again = SegmentOptions(device="cpu", stats=stats_path, overwrite=True)  # the same stats file
-    segment([tmp_path / "v2.nii.gz"], card, tmp_path / "m2.nii.gz", again)
+    again = dict(device="cpu", stats=stats_path, overwrite=True)  # the same stats file
+    segment(run_spec([tmp_path / "v2.nii.gz"], card, tmp_path / "m2.nii.gz", **again), card)
     assert json.loads(stats_path.read_text())["classes"]["foreground"]["touches_border"]
     assert nib.load(tmp_path / "m2.nii.gz").shape == data.shape
 
@@ -93,14 +93,14 @@ def test_geodesic_flood_areas_on_the_real_epsg4326_chip(tmp_path: Path) -> None:
     scene = shared_file("geo/sen1floods11_Spain_7370579/Spain_7370579_S1Hand.tif")
     card = load_card(threshold_card(tmp_path, -15.0, channels=["VV"]))
     # VV below -15 dB is water-like: label 1 means "VV > -15", so polygonise class 0 ("background")
-    options = SegmentOptions(
+    options = dict(
         device="cpu",
         batch_size=8,
         polygons=tmp_path / "p.gpkg",
         stats=tmp_path / "s.json",
         polygon_classes=["1"],
     )
-    segment([scene], card, tmp_path / "m.tif", options)
+    segment(run_spec([scene], card, tmp_path / "m.tif", **options), card)
     stats = json.loads((tmp_path / "s.json").read_text())
     with rasterio.open(scene) as src:
         vv = src.read(1)

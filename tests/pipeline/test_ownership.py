@@ -10,7 +10,8 @@ import pytest
 import rasterio
 
 from pipeline.cli import main
-from pipeline.run.ownership import MARKER, remove_workdir
+from pipeline.run.layout import MARKER
+from pipeline.run.ownership import remove_workdir
 from pipeline.sinks.atomic import stale_partials
 from tests.helpers import threshold_card, write_geotiff
 

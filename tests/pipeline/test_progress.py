@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.engine.patch_grid import PatchGrid
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import threshold_card, write_geotiff, write_nifti
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, threshold_card, write_geotiff, write_nifti
 from unet.card import load_card
 
 
@@ -42,7 +42,7 @@ def test_a_raster_run_reports_each_stage_with_its_total_and_completes_it(tmp_pat
         tmp_path / "tall.tif", np.random.default_rng(0).random((1, 1100, 40), dtype=np.float32)
     )
     card = load_card(threshold_card(tmp_path, 0.5))
-    options = SegmentOptions(
+    options = dict(
         device="cpu",
         batch_size=8,
         probabilities=tmp_path / "p.tif",
@@ -50,7 +50,7 @@ def test_a_raster_run_reports_each_stage_with_its_total_and_completes_it(tmp_pat
         polygons=tmp_path / "p.gpkg",
     )
     recorder = Recorder()
-    segment([scene], card, tmp_path / "m.tif", options, recorder)
+    segment(run_spec([scene], card, tmp_path / "m.tif", **options), card, recorder)
     assert [name for name, _, _ in recorder.stages] == ["ingest", "inference", "writing"]
     assert recorder.totals() == {
         "ingest": 2,
@@ -64,9 +64,9 @@ def test_a_volume_run_counts_nifti_slabs(tmp_path: Path) -> None:
     volume = np.random.default_rng(1).random((20, 18, 40), dtype=np.float32)
     source = write_nifti(tmp_path / "v.nii.gz", volume, np.diag([1.0, 1.0, 1.0, 1.0]))
     card = load_card(threshold_card(tmp_path, 0.5, dims=3))
-    options = SegmentOptions(device="cpu", probabilities=tmp_path / "p.nii.gz", stats=tmp_path / "s.json")
+    options = dict(device="cpu", probabilities=tmp_path / "p.nii.gz", stats=tmp_path / "s.json")
     recorder = Recorder()
-    segment([source], card, tmp_path / "m.nii.gz", options, recorder)
+    segment(run_spec([source], card, tmp_path / "m.nii.gz", **options), card, recorder)
     slabs = math.ceil(40 / 16)
     assert recorder.totals()["writing"] == slabs + 2 * slabs + 1  # labels, 2 probability channels, stats
     assert recorder.advanced == [total for _, total, _ in recorder.stages]
@@ -75,14 +75,12 @@ def test_a_volume_run_counts_nifti_slabs(tmp_path: Path) -> None:
 def test_a_resumed_run_announces_only_the_stages_left(tmp_path: Path) -> None:
     scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(2).random((1, 70, 90), dtype=np.float32))
     card = load_card(threshold_card(tmp_path, 0.5))
-    options = SegmentOptions(device="cpu", workdir=tmp_path / "work")
-    segment([scene], card, tmp_path / "m.tif", options)
+    options = dict(device="cpu", workdir=tmp_path / "work")
+    segment(run_spec([scene], card, tmp_path / "m.tif", **options), card)
     recorder = Recorder()
     segment(
-        [scene],
+        run_spec([scene], card, tmp_path / "m.tif", device="cpu", workdir=tmp_path / "work", overwrite=True),
         card,
-        tmp_path / "m.tif",
-        SegmentOptions(device="cpu", workdir=tmp_path / "work", overwrite=True),
         recorder,
     )
     assert [name for name, _, _ in recorder.stages] == ["writing"]

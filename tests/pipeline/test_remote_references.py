@@ -15,12 +15,12 @@ import rasterio
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.run.segment import SegmentOptions, segment
+from pipeline.run.segment import segment
 from pipeline.sources.geotiff import open_raster
-from tests.helpers import recording_http_server, threshold_card, write_geotiff
+from tests.helpers import recording_http_server, run_spec, threshold_card, write_geotiff
 from unet.card import load_card
 
-CPU = SegmentOptions(device="cpu")
+CPU = dict(device="cpu")
 
 
 def _vrt(path: Path, source: str, relative: bool = False, size: int = 40) -> Path:
@@ -124,7 +124,7 @@ def test_remote_hrefs_in_a_stac_item_are_still_refused(tmp_path: Path) -> None:
         item = _item(tmp_path, f"{url}/scene.tif")
         card = load_card(threshold_card(tmp_path, 0.5))
         with pytest.raises(InputError, match="asset 'b1' is not a local file"):
-            segment([item], card, tmp_path / "mask.tif", CPU)
+            segment(run_spec([item], card, tmp_path / "mask.tif", **CPU), card)
     assert requests == []
 
 
@@ -159,7 +159,7 @@ def test_sources_in_the_inputs_folder_and_below_are_read(tmp_path: Path) -> None
     _vrt(tmp_path / "bands" / "inner.vrt", "tile.tif", relative=True)
     scene = _vrt(tmp_path / "scene.vrt", "bands/inner.vrt", relative=True)
     card = load_card(threshold_card(tmp_path, 0.5))
-    segment([scene], card, tmp_path / "mask.tif", CPU)
+    segment(run_spec([scene], card, tmp_path / "mask.tif", **CPU), card)
     with rasterio.open(tmp_path / "mask.tif") as out, rasterio.open(tile) as src:
         assert np.array_equal(out.read(1), (src.read(1) > 0.5).astype(np.uint8))
 

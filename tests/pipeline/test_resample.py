@@ -11,9 +11,10 @@ import yaml
 from torch.nn.functional import interpolate
 
 from pipeline.grids.resample import axis_weights, model_shape, resample_slabs, slab_rows
-from pipeline.run.segment import SegmentOptions, ras_spacing, segment
+from pipeline.run.resolve import ras_spacing
+from pipeline.run.segment import segment
 from pipeline.sources.nifti import open_nifti
-from tests.helpers import oblique_affine, shared_file, threshold_card, write_nifti
+from tests.helpers import oblique_affine, run_spec, shared_file, threshold_card, write_nifti
 from unet.card import load_card
 
 
@@ -193,7 +194,7 @@ def test_threshold_at_half_the_spacing_matches_the_direct_threshold(tmp_path: Pa
     source = write_nifti(tmp_path / "ball.nii.gz", data, affine)
     card = load_card(_card_at(tmp_path, 30.0, [1.0, 1.0, 1.5]))
     output, probabilities = tmp_path / "m.nii.gz", tmp_path / "p.nii.gz"
-    segment([source], card, output, SegmentOptions(device="cpu", batch_size=8, probabilities=probabilities))
+    segment(run_spec([source], card, output, device="cpu", batch_size=8, probabilities=probabilities), card)
     labels = np.asarray(nib.load(output).dataobj).astype(bool)
     assert labels.shape == data.shape
     assert np.allclose(nib.load(output).affine, affine)
@@ -204,7 +205,7 @@ def test_threshold_at_half_the_spacing_matches_the_direct_threshold(tmp_path: Pa
 def test_real_ct_thresholded_at_1_5_mm_agrees_on_the_3_mm_grid(tmp_path: Path) -> None:
     ct = shared_file("med/totalseg_ct_sm/example_ct_sm.nii.gz")
     card = load_card(_card_at(tmp_path, 200.0, [1.5, 1.5, 1.5]))
-    segment([ct], card, tmp_path / "bone.nii.gz", SegmentOptions(device="cpu", batch_size=8))
+    segment(run_spec([ct], card, tmp_path / "bone.nii.gz", device="cpu", batch_size=8), card)
     source = np.asarray(nib.load(ct).dataobj)
     labels = np.asarray(nib.load(tmp_path / "bone.nii.gz").dataobj).astype(bool)
     assert labels.shape == source.shape
@@ -217,9 +218,9 @@ def test_resampled_run_resumes_from_its_workdir(tmp_path: Path, spacing: list[fl
     data = np.random.default_rng(0).random((20, 18, 10), dtype=np.float32) * 100
     source = write_nifti(tmp_path / "v.nii.gz", data, np.diag([3.0, 3.0, 3.0, 1.0]))
     card = load_card(_card_at(tmp_path, 50.0, spacing))
-    options = SegmentOptions(device="cpu", workdir=tmp_path / "work")
-    segment([source], card, tmp_path / "a.nii.gz", options)
+    options = dict(device="cpu", workdir=tmp_path / "work")
+    segment(run_spec([source], card, tmp_path / "a.nii.gz", **options), card)
     first = np.asarray(nib.load(tmp_path / "a.nii.gz").dataobj)
     assert (tmp_path / "work" / "model_image.zarr").exists()
-    segment([source], card, tmp_path / "b.nii.gz", options)
+    segment(run_spec([source], card, tmp_path / "b.nii.gz", **options), card)
     assert np.array_equal(np.asarray(nib.load(tmp_path / "b.nii.gz").dataobj), first)

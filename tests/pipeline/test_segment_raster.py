@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import shared_file, threshold_card, write_geotiff
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, shared_file, threshold_card, write_geotiff
 from unet.card import load_card
 
-CPU = SegmentOptions(device="cpu", batch_size=3)
+CPU = dict(device="cpu", batch_size=3)
 
 
 def test_pointwise_model_gives_the_threshold_on_the_source_grid_with_a_nodata_collar(tmp_path: Path) -> None:
@@ -22,7 +22,7 @@ def test_pointwise_model_gives_the_threshold_on_the_source_grid_with_a_nodata_co
     card = load_card(threshold_card(tmp_path, 49.5))
     output = tmp_path / "mask.tif"
     probabilities = tmp_path / "probs.tif"
-    segment([source], card, output, SegmentOptions(device="cpu", batch_size=3, probabilities=probabilities))
+    segment(run_spec([source], card, output, device="cpu", batch_size=3, probabilities=probabilities), card)
     with rasterio.open(source) as src, rasterio.open(output) as out:
         assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
         assert out.nodata == 255
@@ -51,7 +51,7 @@ def test_single_band_files_are_stacked_and_matched_to_channels_by_name(tmp_path:
         write_geotiff(tmp_path / "b.tif", second, descriptions=["B2"]),
     ]
     card = load_card(threshold_card(tmp_path, 0.5, channels=["b2", "b1"]))
-    segment(paths, card, tmp_path / "mask.tif", CPU)
+    segment(run_spec(paths, card, tmp_path / "mask.tif", **CPU), card)
     with rasterio.open(tmp_path / "mask.tif") as out:
         assert np.array_equal(out.read(1), (second[0] > 0.5).astype(np.uint8))
 
@@ -68,14 +68,18 @@ def test_files_on_different_grids_are_refused(tmp_path: Path) -> None:
     )
     card = load_card(threshold_card(tmp_path, 0.5, channels=["b1", "b2"]))
     with pytest.raises(InputError, match=r"b\.tif: grid does not line up with .*a\.tif"):
-        segment([a, b], card, tmp_path / "mask.tif", CPU)
+        segment(run_spec([a, b], card, tmp_path / "mask.tif", **CPU), card)
     assert not (tmp_path / "mask.tif").exists()
 
 
 def test_bundled_2d_model_keeps_the_landsat_collar_nodata(tmp_path: Path) -> None:
     scene = shared_file("geo/rasterio_RGB_byte/RGB.byte.tif")
     output = tmp_path / "mask.tif"
-    segment([scene], load_card("random-unet-2d"), output, SegmentOptions(device="cpu", batch_size=4))
+    loaded = load_card("random-unet-2d")
+    segment(
+        run_spec([scene], loaded, output, device="cpu", batch_size=4),
+        loaded,
+    )
     with rasterio.open(scene) as src, rasterio.open(output) as out:
         assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
         collar = (src.read() == 0).any(axis=0)
@@ -89,7 +93,7 @@ def test_sentinel1_nan_nodata_stays_nodata_and_vv_threshold_is_exact(tmp_path: P
     scene = shared_file("geo/sen1floods11_Spain_7370579/Spain_7370579_S1Hand.tif")
     card = load_card(threshold_card(tmp_path, -15.0, channels=["VV"]))
     output = tmp_path / "water.tif"
-    segment([scene], card, output, CPU)
+    segment(run_spec([scene], card, output, **CPU), card)
     with rasterio.open(scene) as src, rasterio.open(output) as out:
         bands = src.read()
         labels = out.read(1)

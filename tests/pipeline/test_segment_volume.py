@@ -9,10 +9,14 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, run_rows, segment
+from pipeline.run.execute import run_rows
+from pipeline.run.finish import finish_run
+from pipeline.run.plan import prepare_run
+from pipeline.run.segment import segment
 from tests.helpers import (
     lps_affine,
     oblique_affine,
+    run_spec,
     save_torchscript,
     shared_file,
     threshold_card,
@@ -21,7 +25,7 @@ from tests.helpers import (
 )
 from unet.card import load_card
 
-CPU = SegmentOptions(device="cpu", batch_size=2)
+CPU = dict(device="cpu", batch_size=2)
 AFFINES = {
     "ras": np.diag([0.8, 0.9, 2.0, 1.0]),
     "lps": lps_affine(),
@@ -37,7 +41,7 @@ def test_pointwise_model_gives_the_threshold_in_source_voxel_order(tmp_path: Pat
     card = load_card(threshold_card(tmp_path, 49.5, dims=3))
     output = tmp_path / "mask.nii.gz"
     probabilities = tmp_path / "probs.nii.gz"
-    segment([source], card, output, SegmentOptions(device="cpu", batch_size=2, probabilities=probabilities))
+    segment(run_spec([source], card, output, device="cpu", batch_size=2, probabilities=probabilities), card)
     src, out = nib.load(source), nib.load(output)
     assert out.shape == src.shape
     assert out.get_data_dtype() == np.uint8
@@ -70,7 +74,7 @@ def test_the_output_header_is_the_one_read_at_ingest_not_the_source_file_at_the_
     original = nib.load(source).header.copy()
     card = load_card(threshold_card(tmp_path, 49.5, dims=3))
     output = tmp_path / "mask.nii.gz"
-    workdir = prepare_run([source], card, output, SegmentOptions(device="cpu", workdir=tmp_path / "work"))
+    workdir = prepare_run(run_spec([source], card, output, device="cpu", workdir=tmp_path / "work"), card)
     write_nifti(source, data, AFFINES["lps"], qform_code=2, sform_code=2)  # edited mid-run
     run_rows(workdir)
     finish_run(workdir)
@@ -86,7 +90,7 @@ def test_nan_voxels_are_background_in_labels_and_nan_in_probabilities(tmp_path: 
     source = write_nifti(tmp_path / "vol.nii", data, lps_affine())
     card = load_card(threshold_card(tmp_path, 50.0, dims=3))
     probabilities = tmp_path / "p.nii"
-    segment([source], card, tmp_path / "m.nii", SegmentOptions(device="cpu", probabilities=probabilities))
+    segment(run_spec([source], card, tmp_path / "m.nii", device="cpu", probabilities=probabilities), card)
     labels = np.asarray(nib.load(tmp_path / "m.nii").dataobj)
     assert (labels[2:5, 3:6, 4:9] == 0).all()
     assert labels.sum() == data.size - 45
@@ -102,7 +106,7 @@ def test_spatial_model_on_lps_volume_equals_monai_on_the_ras_array(tmp_path: Pat
     data = rng.random((21, 30, 17), dtype=np.float32)
     source = write_nifti(tmp_path / "lps.nii.gz", data, lps_affine())
     probabilities = tmp_path / "p.nii.gz"
-    segment([source], card, tmp_path / "m.nii.gz", SegmentOptions(device="cpu", probabilities=probabilities))
+    segment(run_spec([source], card, tmp_path / "m.nii.gz", device="cpu", probabilities=probabilities), card)
     canonical = nib.as_closest_canonical(nib.load(source))
     ras = np.ascontiguousarray(canonical.dataobj, dtype=np.float32)
     with torch.no_grad():
@@ -118,7 +122,7 @@ def test_spatial_model_on_lps_volume_equals_monai_on_the_ras_array(tmp_path: Pat
 def test_real_ct_threshold_is_exact(tmp_path: Path) -> None:
     ct = shared_file("med/totalseg_ct_sm/example_ct_sm.nii.gz")
     card = load_card(threshold_card(tmp_path, 100.5, dims=3))
-    segment([ct], card, tmp_path / "bone.nii.gz", CPU)
+    segment(run_spec([ct], card, tmp_path / "bone.nii.gz", **CPU), card)
     source = nib.load(ct)
     out = nib.load(tmp_path / "bone.nii.gz")
     assert np.array_equal(np.asarray(out.dataobj), (np.asarray(source.dataobj) > 100.5).astype(np.uint8))
@@ -134,7 +138,7 @@ def test_real_lps_mr_threshold_is_exact(tmp_path: Path) -> None:
     values = np.asarray(source.dataobj, dtype=np.float32)
     threshold = float(np.percentile(values, 70)) + 0.5
     card = load_card(threshold_card(tmp_path, threshold, dims=3))
-    segment([mr], card, tmp_path / "m.nii.gz", CPU)
+    segment(run_spec([mr], card, tmp_path / "m.nii.gz", **CPU), card)
     assert np.array_equal(
         np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), (values > threshold).astype(np.uint8)
     )

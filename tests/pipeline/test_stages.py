@@ -12,20 +12,17 @@ import torch
 from monai.networks.nets.unet import UNet
 
 import pipeline.engine.devices
-import pipeline.run.segment
+import pipeline.run.execute
+import pipeline.run.plan
+import pipeline.run.resolve
 from pipeline.engine.infer import EngineSettings, EngineStats
 from pipeline.errors import DeviceError, InputError, SegpipeError, UsageError
-from pipeline.run.segment import (
-    RunPlan,
-    SegmentOptions,
-    default_workdir,
-    finish_run,
-    prepare_run,
-    regions,
-    run_rows,
-    segment,
-)
-from tests.helpers import save_torchscript, threshold_card, write_card, write_geotiff
+from pipeline.run.execute import regions, run_rows
+from pipeline.run.finish import finish_run
+from pipeline.run.layout import WorkdirLayout
+from pipeline.run.plan import RunPlan, prepare_run
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, save_torchscript, threshold_card, write_card, write_geotiff
 from unet.card import load_card
 
 LOCAL_CS = 'LOCAL_CS["site grid",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
@@ -40,10 +37,10 @@ def test_regions_run_apart_then_finished_equal_one_run(tmp_path: Path) -> None:
     card = load_card(write_card(tmp_path, patch_size=[64, 64]))
     data = np.random.default_rng(0).random((1, 700, 150), dtype=np.float32)
     scene = write_geotiff(tmp_path / "s.tif", data, descriptions=["b1"])
-    segment([scene], card, tmp_path / "whole.tif", SegmentOptions(device="cpu", batch_size=3))
+    segment(run_spec([scene], card, tmp_path / "whole.tif", device="cpu", batch_size=3), card)
 
-    options = SegmentOptions(device="cpu", batch_size=3, workdir=tmp_path / "work")
-    workdir = prepare_run([scene], card, tmp_path / "parts.tif", options)
+    options = dict(device="cpu", batch_size=3, workdir=tmp_path / "work")
+    workdir = prepare_run(run_spec([scene], card, tmp_path / "parts.tif", **options), card)
     parts = regions(workdir, 3)
     assert len(parts) == 3
     assert parts[0][0] == 0
@@ -61,7 +58,7 @@ def test_regions_run_apart_then_finished_equal_one_run(tmp_path: Path) -> None:
 
 def _recorded_engine(calls: list[EngineSettings]) -> Any:
     """``run_engine`` that records the settings each region ran with, then runs."""
-    real = pipeline.run.segment.run_engine
+    real = pipeline.run.execute.run_engine
 
     def run(image: Any, network: Any, settings: EngineSettings, *args: Any, **kwargs: Any) -> EngineStats:
         calls.append(settings)
@@ -75,12 +72,12 @@ def test_the_plan_fixes_device_kind_and_precision_for_every_region(
 ) -> None:
     card = load_card(threshold_card(tmp_path, 0.5))
     scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(0).random((1, 600, 64), np.float32))
-    options = SegmentOptions(device="cpu", precision="auto", workdir=tmp_path / "work")
-    workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    options = dict(device="cpu", precision="auto", workdir=tmp_path / "work")
+    workdir = prepare_run(run_spec([scene], card, tmp_path / "out.tif", **options), card)
     plan = RunPlan.load(workdir)
     assert (plan.device, plan.precision) == ("cpu", "fp32")  # resolved once, not "auto"
     calls: list[EngineSettings] = []
-    monkeypatch.setattr(pipeline.run.segment, "run_engine", _recorded_engine(calls))
+    monkeypatch.setattr(pipeline.run.execute, "run_engine", _recorded_engine(calls))
     first, *rest = regions(workdir, 3)
     run_rows(workdir, first, device="cpu")
     # another worker has CUDA, where "auto" would mean bf16: it must not run its region
@@ -90,7 +87,7 @@ def test_the_plan_fixes_device_kind_and_precision_for_every_region(
         with pytest.raises(DeviceError, match="planned on cpu in fp32"):
             run_rows(workdir, rest[0], device=device)
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline.run.segment, "run_engine", _recorded_engine(calls))
+    monkeypatch.setattr(pipeline.run.execute, "run_engine", _recorded_engine(calls))
     for rows in rest:
         run_rows(workdir, rows)
     assert [(s.device.type, s.autocast_dtype) for s in calls] == [("cpu", None)] * 3
@@ -103,13 +100,13 @@ def test_on_cuda_every_region_runs_in_the_planned_half_precision(
 ) -> None:
     card = load_card(threshold_card(tmp_path, 0.5))
     scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(0).random((1, 600, 64), np.float32))
-    options = SegmentOptions(device="cuda", precision="auto", workdir=tmp_path / "work")
-    workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    options = dict(device="cuda", precision="auto", workdir=tmp_path / "work")
+    workdir = prepare_run(run_spec([scene], card, tmp_path / "out.tif", **options), card)
     plan = RunPlan.load(workdir)
     half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     assert (torch.device(plan.device).type, plan.precision) == ("cuda", half)
     calls: list[EngineSettings] = []
-    monkeypatch.setattr(pipeline.run.segment, "run_engine", _recorded_engine(calls))
+    monkeypatch.setattr(pipeline.run.execute, "run_engine", _recorded_engine(calls))
     parts = regions(workdir, 3)
     with pytest.raises(DeviceError, match=f"planned on cuda in {half}"):
         run_rows(workdir, parts[0], device="cpu")
@@ -123,14 +120,14 @@ def test_on_cuda_every_region_runs_in_the_planned_half_precision(
 
 def test_an_onnx_or_recipe_network_records_fp32_and_refuses_half_precision() -> None:
     card = load_card("cloud-ukis-s2")
-    assert pipeline.run.segment._no_autocast(card)
+    assert pipeline.run.resolve.no_autocast(card)
     cpu = torch.device("cpu")
     assert (
-        pipeline.engine.devices.plan_precision("auto", cpu, True, pipeline.run.segment._no_autocast(card))
+        pipeline.engine.devices.plan_precision("auto", cpu, True, pipeline.run.resolve.no_autocast(card))
         == "fp32"
     )
     with pytest.raises(UsageError, match="runs in fp32 only"):
-        pipeline.engine.devices.plan_precision("bf16", cpu, True, pipeline.run.segment._no_autocast(card))
+        pipeline.engine.devices.plan_precision("bf16", cpu, True, pipeline.run.resolve.no_autocast(card))
 
 
 @pytest.mark.parametrize(
@@ -157,11 +154,11 @@ def test_outputs_that_cannot_be_made_are_refused_before_ingest(
     def no_ingest(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("ingest ran before the refusal")
 
-    monkeypatch.setattr(pipeline.run.segment, "ingest", no_ingest)
+    monkeypatch.setattr(pipeline.run.plan, "ingest", no_ingest)
     fields = {k: tmp_path / v if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises(error, match=match):
-        segment([scene], card, tmp_path / "out.tif", SegmentOptions(device="cpu", **fields))
-    assert not default_workdir(tmp_path / "out.tif").exists()
+        segment(run_spec([scene], card, tmp_path / "out.tif", device="cpu", **fields), card)
+    assert not WorkdirLayout.beside(tmp_path / "out.tif").path.exists()
 
 
 def test_a_resume_planned_on_another_device_kind_or_precision_starts_clean(
@@ -170,15 +167,15 @@ def test_a_resume_planned_on_another_device_kind_or_precision_starts_clean(
     """Done chunks from a bf16 run on a GPU must not be mixed with fp32 chunks from a CPU rerun."""
     card = load_card(threshold_card(tmp_path, 0.5))
     scene = write_geotiff(tmp_path / "s.tif", np.random.default_rng(0).random((1, 600, 64), np.float32))
-    options = SegmentOptions(device="auto", workdir=tmp_path / "work")
-    workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+    options = dict(device="auto", workdir=tmp_path / "work")
+    workdir = prepare_run(run_spec([scene], card, tmp_path / "out.tif", **options), card)
     run_rows(workdir, regions(workdir, 3)[0])
     done = sorted(p.name for p in (workdir / "labels.zarr").rglob("*") if p.is_file())
     # the earlier run was planned on a GPU in bf16 (the same fingerprint: device "auto")
     plan = RunPlan.load(workdir).model_copy(update={"device": "cuda:0", "precision": "bf16"})
     (workdir / "plan.json").write_text(plan.model_dump_json())
     with caplog.at_level("INFO", logger="pipeline"):
-        workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+        workdir = prepare_run(run_spec([scene], card, tmp_path / "out.tif", **options), card)
     assert "planned cuda in bf16, this one cpu in fp32: starting clean" in caplog.text
     assert sorted(p.name for p in (workdir / "labels.zarr").rglob("*") if p.is_file()) != done
     assert run_rows(workdir).rows == (0, 600)  # every row recomputed on this device
@@ -186,6 +183,6 @@ def test_a_resume_planned_on_another_device_kind_or_precision_starts_clean(
     # the same device kind and precision resumes: nothing left to compute
     caplog.clear()
     with caplog.at_level("INFO", logger="pipeline"):
-        workdir = prepare_run([scene], card, tmp_path / "out.tif", options)
+        workdir = prepare_run(run_spec([scene], card, tmp_path / "out.tif", **options), card)
     assert "starting clean" not in caplog.text
     assert run_rows(workdir).patches == 0

@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.run.segment import SegmentOptions, segment
+from pipeline.run.segment import segment
+from tests.helpers import run_spec
 from unet.card import load_card
 
 
@@ -23,7 +24,8 @@ def test_brain_deepbet_matches_deepbet_on_the_mni_template(tmp_path: Path) -> No
     data = Path(nilearn.__file__).parent / "datasets" / "data"
     t1_path = data / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
     output = tmp_path / "brain.nii.gz"
-    segment([t1_path], load_card("brain-deepbet"), output, SegmentOptions(device="cpu"))
+    loaded = load_card("brain-deepbet")
+    segment(run_spec([t1_path], loaded, output, device="cpu"), loaded)
     ours = np.asarray(nib.load(output).dataobj).astype(bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

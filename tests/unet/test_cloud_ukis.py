@@ -19,8 +19,11 @@ import torch
 
 import unet.recipes
 from pipeline.errors import UsageError
-from pipeline.run.segment import SegmentOptions, finish_run, prepare_run, regions, run_rows, segment
-from tests.helpers import shared_file, write_geotiff
+from pipeline.run.execute import regions, run_rows
+from pipeline.run.finish import finish_run
+from pipeline.run.plan import prepare_run
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, shared_file, write_geotiff
 from unet.card import load_card
 from unet.onnx_network import OnnxNetwork
 
@@ -31,7 +34,11 @@ S2_NAMES = ["B2", "B3", "B4", "B8", "B11", "B12"]
 def test_cloud_card_agrees_with_ukis_csmask_on_valid_pixels(tmp_path: Path) -> None:
     scene = shared_file("geo/sen1floods11_Spain_7370579/Spain_7370579_S2Hand.tif")
     mask = pytest.importorskip("ukis_csmask.mask", reason="ukis-csmask (the models extra) is not installed")
-    segment([scene], load_card("cloud-ukis-s2"), tmp_path / "clouds.tif", SegmentOptions(device="cpu"))
+    loaded = load_card("cloud-ukis-s2")
+    segment(
+        run_spec([scene], loaded, tmp_path / "clouds.tif", device="cpu"),
+        loaded,
+    )
     with rasterio.open(scene) as src:
         names = list(src.descriptions)
         data = src.read([names.index(b) + 1 for b in S2_NAMES])
@@ -69,8 +76,8 @@ def test_a_recipe_runs_once_for_three_regions_and_reports_what_it_did(
 
     monkeypatch.setattr(unet.recipes.ukis_csmask, "ukis_tiles", counted_tiles)
     monkeypatch.setattr(OnnxNetwork, "__call__", counted_call)
-    options = SegmentOptions(device="cpu", stats=tmp_path / "clouds.json", workdir=tmp_path / "work")
-    workdir = prepare_run([scene], card, tmp_path / "clouds.tif", options)
+    options = dict(device="cpu", stats=tmp_path / "clouds.json", workdir=tmp_path / "work")
+    workdir = prepare_run(run_spec([scene], card, tmp_path / "clouds.tif", **options), card)
     parts = regions(workdir, 3)
     assert parts == [(0, 600)]  # the plan says so: one region covers the whole input
     with pytest.raises(UsageError, match="runs on the whole input"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from pipeline.run.segment import SegmentOptions, segment
-from tests.helpers import write_geotiff
+from pipeline.run.segment import segment
+from tests.helpers import run_spec, write_geotiff
 from tests.unet.builders import save_onnx, save_safetensors, save_torchscript, tiny_unet, unet_card
 from unet.card import load_card
 
@@ -31,8 +31,8 @@ def test_a_scene_gets_the_same_labels_as_with_the_torchscript_card(tmp_path: Pat
     for name, card_form, card_weights in (("ts", "torchscript", "model.ts"), (form, form, weights)):
         card = load_card(unet_card(tmp_path, card_form, card_weights, name=name))
         output, probabilities = tmp_path / f"{name}.tif", tmp_path / f"{name}-p.tif"
-        options = SegmentOptions(device="cpu", batch_size=3, probabilities=probabilities)
-        segment([scene], card, output, options)
+        options = dict(device="cpu", batch_size=3, probabilities=probabilities)
+        segment(run_spec([scene], card, output, **options), card)
         with rasterio.open(output) as labels, rasterio.open(probabilities) as probs:
             results[name] = (labels.read(1), probs.read())
     expected_labels, expected_probs = results["ts"]

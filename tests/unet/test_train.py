@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from pipeline.cli import main
 from pipeline.errors import CardError, InputError
-from pipeline.run.segment import SegmentOptions, segment
+from pipeline.run.segment import segment
 from pipeline.train.trainer import TrainOptions, run_training
-from tests.helpers import REPO, lps_affine, shared_file, write_geotiff, write_nifti
+from tests.helpers import REPO, lps_affine, run_spec, shared_file, write_geotiff, write_nifti
 from unet.card import load_card
 from unet.metrics import dice_iou
 
@@ -81,7 +81,7 @@ def test_2d_training_writes_a_card_segment_runs(tmp_path: Path) -> None:
     assert len(result.history) == 2
     assert 1 <= result.best_epoch <= 2
     mask = tmp_path / "mask.tif"
-    segment([image], card, mask, SegmentOptions(device="cpu"))
+    segment(run_spec([image], card, mask, device="cpu"), card)
     with rasterio.open(mask) as out, rasterio.open(image) as src:
         assert out.shape == src.shape
         assert out.transform == src.transform
@@ -118,7 +118,8 @@ def test_3d_training_on_nifti(tmp_path: Path) -> None:
     output = tmp_path / "tiny3d.yaml"
     run_training([image], [labels], _template(tmp_path, 3), output, _quick())
     mask = tmp_path / "mask.nii.gz"
-    segment([image], load_card(output), mask, SegmentOptions(device="cpu"))
+    loaded = load_card(output)
+    segment(run_spec([image], loaded, mask, device="cpu"), loaded)
     import nibabel as nib
 
     assert nib.load(mask).shape == volume.shape
@@ -179,7 +180,8 @@ def test_flood_s1_beats_otsu_on_the_right_half(tmp_path: Path) -> None:
     s2, _ = flood.read(s2_path)
     truth = flood.water_labels(s1, s2)
     mask = tmp_path / "water.tif"
-    segment([s1_path], load_card("flood-s1"), mask, SegmentOptions(device="cpu"))
+    loaded = load_card("flood-s1")
+    segment(run_spec([s1_path], loaded, mask, device="cpu"), loaded)
     with rasterio.open(mask) as src:
         predicted = src.read(1)
     threshold = flood.otsu_threshold(s1[0][:, :256])

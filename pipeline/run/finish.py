@@ -1,0 +1,50 @@
+"""Finish a run: back to the source grid if resampled, every output written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.ingest.prepare import Preparation, ValidMask
+from pipeline.ingest.store import open_array
+from pipeline.run.layout import WorkdirLayout
+from pipeline.run.ownership import remove_workdir
+from pipeline.run.plan import RunPlan
+from pipeline.run.progress import StageProgress
+from pipeline.run.regrid import to_source_grid
+from pipeline.run.workdir import Workdir
+from pipeline.sinks.dicom_seg import SegSource, is_seg
+from pipeline.sinks.stitch import write_outputs
+from unet.card import load_card
+
+
+def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str, Any] | None:
+    """Write every output of the planned ``workdir``; return the statistics (None unless asked for).
+
+    ``progress`` gets the ``writing`` stage."""
+    plan = RunPlan.load(workdir)
+    card = load_card(plan.card)
+    layout = WorkdirLayout(workdir)
+    image = open_array(layout.image)
+    labels = open_array(layout.labels)
+    probabilities = open_array(layout.probabilities) if layout.probabilities.exists() else None
+    if plan.model_grid is not None:
+        to_source_grid(open_array(layout.model_probabilities), card, labels, probabilities)
+    prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+    paths = plan.output_paths()
+    statistics = write_outputs(
+        image.attrs.asdict(),
+        card,
+        labels,
+        ValidMask(image, prepare),
+        paths,
+        probabilities,
+        workdir,
+        plan.polygon_options(),
+        SegSource.load(layout.seg_source) if is_seg(paths.labels) else None,
+        Workdir.open(workdir).record,
+        progress,
+    )
+    if plan.remove_workdir:
+        remove_workdir(workdir)
+    return statistics

@@ -1,0 +1,84 @@
+"""The names of a workdir's files and folders: this module alone spells them.
+
+A workdir holds one run's intermediates (``pipeline.run.workdir``): the marker that
+proves segpipe made it, the manifest (fingerprint, finished stages, stamps of the
+outputs written), the plan, the zarr arrays on the source grid and, when the card
+resamples, on the model grid, the done marks of the engine's chunk rows, and the
+record of a DICOM SEG's source series. The names are part of the on-disk format: a
+rerun resumes a workdir an earlier version wrote, so they never change without
+``LAYOUT_VERSION``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = ".segpipe-workdir"
+LAYOUT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorkdirLayout:
+    """Where each intermediate of the workdir ``path`` lives."""
+
+    path: Path
+
+    @classmethod
+    def beside(cls, output: Path) -> WorkdirLayout:
+        """The hidden workdir beside ``output`` when no ``--workdir`` is given."""
+        return cls(output.parent / f".{output.name}.segpipe-work")
+
+    @property
+    def marker(self) -> Path:
+        """JSON with the segpipe and layout versions (``pipeline.run.ownership``)."""
+        return self.path / MARKER
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def manifest_staging(self) -> Path:
+        """The manifest's next version, renamed over it when complete."""
+        return self.path / ".manifest.json.tmp"
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "plan.json"
+
+    @property
+    def image(self) -> Path:
+        """The ingested input, ``(C, *spatial)`` on the source grid, with its geometry in the attributes."""
+        return self.path / "image.zarr"
+
+    @property
+    def labels(self) -> Path:
+        return self.path / "labels.zarr"
+
+    @property
+    def probabilities(self) -> Path:
+        return self.path / "probabilities.zarr"
+
+    @property
+    def model_image(self) -> Path:
+        """The prepared input resampled to the card's spacing (only when the card resamples)."""
+        return self.path / "model_image.zarr"
+
+    @property
+    def model_labels(self) -> Path:
+        return self.path / "model_labels.zarr"
+
+    @property
+    def model_probabilities(self) -> Path:
+        return self.path / "model_probabilities.zarr"
+
+    @property
+    def done(self) -> Path:
+        """The engine's done marks, one per finished chunk row of the array it writes."""
+        return self.path / "done"
+
+    @property
+    def seg_source(self) -> Path:
+        """What a DICOM SEG output needs from its source series (``pipeline.sinks.dicom_seg``)."""
+        return self.path / "dicom_seg_source.json"
