@@ -36,7 +36,7 @@ from monai.networks.nets.unet import UNet
 
 from pipeline.engine.infer import EngineSettings, run_engine
 from pipeline.engine.patch_grid import PatchGrid
-from pipeline.engine.patches import iter_batches
+from pipeline.engine.patches import BandReader, iter_batches
 from pipeline.ingest.store import create_array, open_array, spatial_chunks
 
 CHANNELS, CLASSES, PATCH, OVERLAP, BATCH = 4, 3, (256, 256), 0.25, 4
@@ -84,7 +84,9 @@ def model_only(folder: Path, net: torch.nn.Module) -> float:
     """The network alone on the engine's exact batches, read into memory beforehand."""
     image = open_array(folder / "image.zarr")
     grid = PatchGrid(tuple(image.shape[1:]), PATCH, OVERLAP)
-    batches = [torch.from_numpy(b.data) for b in iter_batches(image, grid, 0, len(grid), BATCH)]
+    batches = [
+        torch.from_numpy(b.data) for b in iter_batches(BandReader(image, grid, 0.0), 0, len(grid), BATCH)
+    ]
     started = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:

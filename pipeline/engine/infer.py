@@ -33,7 +33,7 @@ from pipeline.engine.blend import BlendMode, importance_map
 from pipeline.engine.labels import finalize, stored_label_dtype
 from pipeline.engine.merge import StreamingMerger
 from pipeline.engine.patch_grid import PatchGrid
-from pipeline.engine.patches import Batch, Prepare, iter_batches
+from pipeline.engine.patches import BandReader, Batch, Prepare, iter_batches
 from pipeline.errors import ModelError, UsageError
 from pipeline.ingest.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation
@@ -279,17 +279,8 @@ def run_engine(
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels once
-    batches = iter_batches(
-        image,
-        grid,
-        first,
-        stop,
-        batch,
-        settings.fill_value,
-        settings.prefetch,
-        settings.readers,
-        settings.prepare,
-    )
+    read = BandReader(image, grid, settings.fill_value, settings.prepare)
+    batches = iter_batches(read, first, stop, batch, settings.prefetch, settings.readers)
     complete = False
     try:
         with torch.inference_mode():

@@ -59,20 +59,13 @@ class BandReader:
 
 
 def iter_batches(
-    array: Any,
-    grid: PatchGrid,
-    first: int,
-    stop: int,
-    batch_size: int,
-    fill_value: float = 0.0,
-    prefetch: int = 2,
-    workers: int = 2,
-    prepare: Prepare | None = None,
+    read: BandReader, first: int, stop: int, batch_size: int, prefetch: int = 2, workers: int = 2
 ) -> Iterator[Batch]:
-    """Batches of patches ``first .. stop`` (``first`` a multiple of ``batch_size``)."""
+    """Batches of patches ``first .. stop`` of ``read.grid`` (``first`` a multiple of ``batch_size``);
+    ``workers`` threads read up to ``prefetch`` bands of rows ahead."""
+    grid = read.grid
     positions = grid.positions
     band_starts = sorted({positions[i][0] for i in range(first, stop)})
-    read = BandReader(array, grid, fill_value, prepare)
     bands: OrderedDict[int, Future[np.ndarray]] = OrderedDict()
     next_band = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segpipe-read") as pool:

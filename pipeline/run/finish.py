@@ -14,6 +14,7 @@ from pipeline.run.progress import StageProgress
 from pipeline.run.regrid import to_source_grid
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.dicom_seg import SegSource, is_seg
+from pipeline.sinks.registry import WriteJob
 from pipeline.sinks.stitch import write_outputs
 from unet.card import load_card
 
@@ -32,19 +33,16 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
         to_source_grid(open_array(layout.model_probabilities), card, labels, probabilities)
     prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
     paths = plan.output_paths()
-    statistics = write_outputs(
+    job = WriteJob(
         image.attrs.asdict(),
         card,
         labels,
         ValidMask(image, prepare),
-        paths,
         probabilities,
-        workdir,
         plan.polygon_options(),
         SegSource.load(layout.seg_source) if is_seg(paths.labels) else None,
-        Workdir.open(workdir).record,
-        progress,
     )
+    statistics = write_outputs(job, paths, workdir, Workdir.open(workdir).record, progress)
     if plan.remove_workdir:
         remove_workdir(workdir)
     return statistics

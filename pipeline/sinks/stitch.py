@@ -13,15 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.ingest.prepare import ValidMask
-from pipeline.ingest.store import ZArray
 from pipeline.run.ownership import Stamp
 from pipeline.run.progress import Counter, StageProgress
 from pipeline.sinks.atomic import atomic_outputs
-from pipeline.sinks.dicom_seg import SegSource
-from pipeline.sinks.polygons import PolygonOptions
 from pipeline.sinks.registry import Role, Target, WriteJob, sink_for
-from unet.card import ModelCard
 
 
 @dataclass(frozen=True)
@@ -48,15 +43,9 @@ class OutputPaths:
 
 
 def write_outputs(
-    image_attrs: dict[str, Any],
-    card: ModelCard,
-    labels: ZArray,
-    valid: ValidMask | None,
+    job: WriteJob,
     paths: OutputPaths,
-    probabilities: ZArray | None = None,
     scratch: Path | None = None,
-    polygon_options: PolygonOptions | None = None,
-    seg_source: SegSource | None = None,
     ready: Callable[[dict[str, Stamp]], None] | None = None,
     progress: StageProgress | None = None,
 ) -> dict[str, Any] | None:
@@ -66,15 +55,12 @@ def write_outputs(
     polygon, counted as invalid area). Volumes (NIfTI has no nodata): invalid voxels are
     background (0) in labels and NaN in probabilities. ``scratch`` (the workdir) holds
     staging files for COGs; without one, a new hidden folder beside the labels does (and is
-    removed), so a staging file never takes the name of someone else's file. ``seg_source``
-    is what a DICOM SEG output references. ``ready`` gets the outputs' stamps just before
+    removed), so a staging file never takes the name of someone else's file. The job's
+    ``seg_source`` is what a DICOM SEG output references. ``ready`` gets the outputs' stamps just before
     they are renamed (``atomic_outputs``). ``progress`` gets the stage ``writing``, in
     blocks of rows (COG), slabs (NIfTI) and whole outputs (SEG, polygons, statistics).
     """
-    kind, geometry = image_attrs["kind"], image_attrs["geometry"]
-    job = WriteJob(
-        image_attrs, card, labels, valid, probabilities, polygon_options or PolygonOptions(), seg_source
-    )
+    kind, geometry = job.image_attrs["kind"], job.geometry
     sinks = [(path, sink_for(role, path, kind, geometry)) for role, path in paths.by_role()]
     written = None
     if progress is not None:

@@ -255,16 +255,7 @@ def test_a_sink_round_trips_a_tiny_case_through_the_formats_own_reader(
     check_outputs(paths, case.source, case.inputs)
     job = case.job()
     steps = []
-    result = write_outputs(
-        case.image_attrs,
-        case.card,
-        job.labels,
-        job.valid,
-        paths,
-        job.probabilities,
-        seg_source=case.seg_source,
-        progress=Recorder(steps),
-    )
+    result = write_outputs(job, paths, progress=Recorder(steps))
     own = dict(paths.by_role())[sink.role]
     READERS[kind](own, case)
     assert steps[0] == sum(SINKS[s].steps(job) for s in written_kinds(paths, case))
@@ -306,16 +297,7 @@ def test_a_sink_that_fails_part_way_leaves_nothing_under_any_final_name(
     job = case.job()
     before = sum(SINKS[k].steps(job) for k in written_kinds(paths, case)) - sink.steps(job)
     with pytest.raises(RuntimeError, match="part-way"):  # fails at the sink's first step
-        write_outputs(
-            case.image_attrs,
-            case.card,
-            job.labels,
-            job.valid,
-            paths,
-            job.probabilities,
-            seg_source=case.seg_source,
-            progress=Recorder([], fail_after=before),
-        )
+        write_outputs(job, paths, progress=Recorder([], fail_after=before))
     assert list(out.iterdir()) == []
 
 
@@ -384,9 +366,7 @@ def test_a_sink_registered_elsewhere_is_checked_and_written_without_naming_it(tm
         check_outputs(OutputPaths(tmp_path / "labels.png"), case.source, case.inputs)
     job = case.job()
     steps: list[int] = []
-    stats = write_outputs(
-        case.image_attrs, case.card, job.labels, job.valid, paths, job.probabilities, progress=Recorder(steps)
-    )
+    stats = write_outputs(job, paths, progress=Recorder(steps))
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), case.labels)
     assert stats is not None
     assert stats["classes"]["foreground"]["pixels"] > 0
