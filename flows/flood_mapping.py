@@ -34,7 +34,6 @@ from flows.scenes import scene_inputs, scene_name
 from pipeline.engine.devices import region_device
 from pipeline.engine.infer import Progress
 from pipeline.errors import UsageError
-from pipeline.run import ownership
 from pipeline.run.execute import regions as plan_regions
 from pipeline.run.execute import run_rows
 from pipeline.run.finish import finish_run
@@ -42,6 +41,7 @@ from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.spec import InferenceOptions, Outputs, PolygonSettings, RunSpec
 from pipeline.run.workdir import Workdir
+from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
 from unet.card import load_card
 
@@ -169,7 +169,7 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
         temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
         temporary.write_bytes(png)
         workdir_state = Workdir.open(Path(workdir))
-        workdir_state.record({str(Path(quicklook).resolve()): ownership.stamp(temporary)})
+        workdir_state.record({str(Path(quicklook).resolve()): stamp(temporary)})
         temporary.replace(quicklook)
         outputs = {**result.outputs, "quicklook": quicklook}
         result = result.model_copy(

@@ -29,6 +29,7 @@ from typing import Any, cast
 from flows.names import inside
 from pipeline.run import ownership
 from pipeline.run.workdir import written_stamps
+from pipeline.sinks.atomic import stamp
 
 STATE = ".segpipe"
 
@@ -80,7 +81,7 @@ def read_manifest(output_dir: Path, name: str) -> dict[str, Any] | None:
 
 def stamp_outputs(paths: Iterable[Path]) -> dict[str, dict[str, int]]:
     """Stamps of outputs just written, for the done manifest."""
-    return {str(path.resolve()): ownership.stamp(path) for path in paths}
+    return {str(path.resolve()): stamp(path) for path in paths}
 
 
 def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwrite: bool) -> None:

@@ -53,7 +53,6 @@ from flows.reports import (
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline.errors import InputError, SegpipeError
-from pipeline.run import ownership
 from pipeline.run.execute import run_rows
 from pipeline.run.fingerprint import difference, referenced_files
 from pipeline.run.finish import finish_run
@@ -61,6 +60,7 @@ from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan, prepare_run, run_fingerprint
 from pipeline.run.spec import InferenceOptions, Outputs, RunSpec
 from pipeline.run.workdir import Workdir
+from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
 from unet.card import ModelCard, load_card
 
@@ -164,7 +164,7 @@ def segment_case(
         )
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
-        Workdir.open(workdir).record({str(quicklook.resolve()): ownership.stamp(temporary)})
+        Workdir.open(workdir).record({str(quicklook.resolve()): stamp(temporary)})
         temporary.replace(quicklook)
         publish_image(
             artifact_key("scan", case.name, "quicklook"),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pipeline.cli.app import stderr
-from pipeline.run.progress import StageProgress
+from pipeline.progress import StageProgress
 
 T = TypeVar("T")
 PLAIN_PROGRESS_S = 10.0

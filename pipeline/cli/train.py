@@ -11,7 +11,7 @@ import typer
 from pipeline.cli.app import Overwrite, Quiet, Verbose, configure_logging, examples
 from pipeline.cli.progress import with_progress
 from pipeline.errors import UsageError
-from pipeline.run.progress import engine_progress
+from pipeline.progress import engine_progress
 
 
 def _span(text: str | None, option: str) -> tuple[int, int] | None:

@@ -24,7 +24,7 @@ from pipeline.errors import InputError
 from pipeline.ingest.intensity import resolve
 from pipeline.ingest.prepare import Preparation
 from pipeline.ingest.store import ZArray, create_array, spatial_chunks
-from pipeline.run.progress import Counter, StageProgress
+from pipeline.progress import Counter, StageProgress
 from pipeline.sources.image import SourceImage
 from unet.card import NormalizationSteps
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from pipeline.ingest.prepare import Preparation, ValidMask
 from pipeline.ingest.store import open_array
+from pipeline.progress import StageProgress
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import remove_workdir
 from pipeline.run.plan import RunPlan
-from pipeline.run.progress import StageProgress
 from pipeline.run.regrid import to_source_grid
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.dicom_seg import SegSource, is_seg

@@ -23,6 +23,7 @@ from typing import Any
 import pipeline
 from pipeline.errors import OutputError, UsageError
 from pipeline.run.layout import LAYOUT_VERSION, MARKER, WorkdirLayout
+from pipeline.sinks.atomic import stamp
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +94,6 @@ def remove_workdir(path: Path) -> bool:
         return False
     shutil.rmtree(path)
     return True
-
-
-Stamp = dict[str, int]
-
-
-def stamp(path: Path) -> Stamp:
-    """What proves later that ``path`` is still the file segpipe wrote."""
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
 
 
 def still_ours(path: Path, stamps: Mapping[str, Any]) -> bool:

@@ -26,10 +26,10 @@ from pipeline.grids.resample import model_shape
 from pipeline.ingest.prepare import Preparation
 from pipeline.ingest.store import ZArray, create_array, open_array, spatial_chunks
 from pipeline.ingest.to_zarr import ingest
+from pipeline.progress import StageProgress
 from pipeline.run.fingerprint import fingerprint
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import check_outputs_free, check_workdir
-from pipeline.run.progress import StageProgress
 from pipeline.run.regrid import to_model_grid
 from pipeline.run.resolve import check_work_size, no_autocast, patch_size, polygon_options, ras_spacing
 from pipeline.run.spec import Outputs, RunSpec

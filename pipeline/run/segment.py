@@ -13,12 +13,12 @@ from typing import Any
 
 from pipeline.engine.infer import EngineStats
 from pipeline.errors import SegpipeError
+from pipeline.progress import StageProgress, engine_progress
 from pipeline.run.execute import run_rows
 from pipeline.run.finish import finish_run
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import remove_workdir
 from pipeline.run.plan import RunPlan, prepare_run
-from pipeline.run.progress import StageProgress, engine_progress
 from pipeline.run.spec import RunSpec
 from unet.card import ModelCard
 

@@ -20,7 +20,8 @@ from typing import Any
 from pipeline.errors import UsageError
 from pipeline.run.fingerprint import difference
 from pipeline.run.layout import LAYOUT_VERSION, MARKER, WorkdirLayout
-from pipeline.run.ownership import Stamp, mark, marker
+from pipeline.run.ownership import mark, marker
+from pipeline.sinks.atomic import Stamp
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import OutputError
-from pipeline.run.ownership import Stamp, stamp
 
 # side files GDAL (.aux.xml, overviews, masks) and SQLite (GeoPackage journals) add to a name
 SIDE_FILES = r"(\.aux\.xml|\.ovr|\.ovr\.tmp|\.msk|-journal|-wal|-shm)?"
+
+
+Stamp = dict[str, int]
+
+
+def stamp(path: Path) -> Stamp:
+    """What proves later that ``path`` is still the file segpipe wrote."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
 
 
 def check_writable(path: Path) -> None:

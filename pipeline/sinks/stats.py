@@ -18,9 +18,9 @@ from pipeline.errors import InputError
 from pipeline.grids.areas import crs_name, ellipsoid_frame, ground_areas
 from pipeline.ingest.prepare import ValidMask
 from pipeline.ingest.store import ZArray
-from pipeline.run.fingerprint import model_fingerprint
 from pipeline.sinks.bands import MaskLike, check_inputs, read_band, row_bands
 from unet.card import ModelCard
+from unet.identity import model_fingerprint
 
 
 def statistics(

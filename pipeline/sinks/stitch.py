@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.run.ownership import Stamp
-from pipeline.run.progress import Counter, StageProgress
-from pipeline.sinks.atomic import atomic_outputs
+from pipeline.progress import Counter, StageProgress
+from pipeline.sinks.atomic import Stamp, atomic_outputs
 from pipeline.sinks.registry import Role, Target, WriteJob, sink_for
 
 
