@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.errors import CardError, NotFoundError
 from unet.formats import FORMATS
+from unet.inference_options import PostprocessSteps, Tta, check_options
 from unet.networks import allowed_names, canonical_network
 from unet.normalization import (
     Foreground,
@@ -45,7 +46,6 @@ from unet.normalization import (
     ZScoreNormalization,
     normalization_steps,
 )
-from unet.postprocessing import PostprocessStep, check_steps, step_record, tagged_steps
 from unet.weight_packages import WEIGHTS_GROUP, check_provider, in_package
 
 __all__ = [  # the normalisation specs are part of the card's public face
@@ -61,9 +61,7 @@ __all__ = [  # the normalisation specs are part of the card's public face
     "Normalization",
     "NormalizationSteps",
     "PercentileNormalization",
-    "PostprocessStep",
     "ReflectanceNormalization",
-    "Tta",
     "VolumeZScoreNormalization",
     "WindowNormalization",
     "ZScoreNormalization",
@@ -76,7 +74,6 @@ __all__ = [  # the normalisation specs are part of the card's public face
 CARDS_DIR = Path(__file__).parent / "cards"
 
 Activation = Literal["softmax", "sigmoid", "none"]
-Tta = Literal["none", "flips"]  # test-time augmentation (pipeline/engine/tta.py)
 
 
 class Code(Strict):
@@ -183,33 +180,12 @@ class ModelCard(Strict):
     activation: Activation = "softmax"
     blend: Literal["gaussian", "constant"] = "gaussian"
     amp: bool = Field(default=True, description="whether the network may run under bf16/fp16 autocast")
-    tta: Literal["none", "flips"] = Field(
-        default="none", description="flips: logits averaged over mirror flips"
-    )
-    postprocess: list[PostprocessStep] = Field(default_factory=list, description="unet/postprocessing.py")
+    tta: Tta = Field(default="none", description="test-time augmentation (unet/inference_options.py)")
+    postprocess: PostprocessSteps = Field(default_factory=list, description="unet/inference_options.py")
     class_codes: dict[str, ClassCodes] = Field(default_factory=dict)
     network: NetworkSpec | None = Field(default=None, validate_default=True)
 
     _card_path: Path | None = PrivateAttr(default=None)
-
-    @field_validator("postprocess", mode="before")
-    @classmethod
-    def _tagged(cls, value: Any) -> Any:
-        return tagged_steps(value)
-
-    @field_validator("postprocess")
-    @classmethod
-    def _steps_fit(cls, value: list[PostprocessStep], info: ValidationInfo) -> list[PostprocessStep]:
-        check_steps(value, info.data.get("spatial_dims"))
-        return value
-
-    @field_validator("tta")
-    @classmethod
-    def _sliding_window(cls, value: str, info: ValidationInfo) -> str:
-        recipe = info.data.get("recipe")
-        if value != "none" and recipe is not None:
-            raise ValueError(f"applies to sliding-window cards; recipe '{recipe}' runs its own inference")
-        return value
 
     @field_validator("format")
     @classmethod
@@ -313,12 +289,8 @@ class ModelCard(Strict):
             raise ValueError(f"class_codes names classes the card does not have: {unknown}")
         if self.activation == "sigmoid" and len(self.classes) < 2:
             raise ValueError("a sigmoid model needs classes[0] (background) plus at least one class")
+        check_options(self.tta, self.recipe, self.postprocess, self.spatial_dims)
         return self
-
-    @property
-    def postprocess_record(self) -> list[str | dict[str, float]]:
-        """``postprocess`` as the card spells it (manifests, statistics)."""
-        return [step_record(step) for step in self.postprocess]
 
     @property
     def card_path(self) -> Path | None:

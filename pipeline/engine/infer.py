@@ -38,7 +38,8 @@ from pipeline.engine.patches import Batch, Prepare, iter_batches
 from pipeline.engine.tta import with_tta
 from pipeline.errors import ModelError, UsageError
 from pipeline.ingest.store import DoneMarks, ZArray, create_array, spatial_chunks
-from unet.card import Activation, Tta
+from unet.card import Activation
+from unet.inference_options import Tta
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The card's ``postprocess`` steps (``unet.postprocessing``) on the labels, streamed in bands.
+"""The card's ``postprocess`` steps (``unet.inference_options``) on the labels, streamed in bands.
 
 Connected components need the whole mask, but not in memory at once: each step makes
 two passes over bands of whole chunk rows (about ``BAND_VOXELS``; first axis). Pass one
@@ -17,8 +17,10 @@ Rules (``docs/model-cards.md``):
   background regions (holes) take the complementary 4- / 6-connectivity;
 * ``largest_component`` keeps, per foreground class, the component with the most
   pixels/voxels (the first in row order on a tie); ``min_area_m2`` / ``min_volume_ml``
-  remove components smaller than N m2 of ground (the per-pixel areas of
-  ``pipeline.grids.areas``: geodesic in any CRS) / N mL (voxel volume from the zooms);
+  remove components smaller than N m2 of ground / N mL (voxel volume from the zooms).
+  Pixel areas are ``pipeline.grids.areas.CellAreas`` in any CRS: geodesic cell areas
+  at lattice nodes, interpolated (about 1e-8 relative in projected CRSs; in lat/lon
+  grids within 3e-10 of the statistics' exact rows, measured from 0 to 75 degrees);
   what they remove becomes background (0);
 * ``fill_holes``: a background region that touches neither the array's faces nor an
   invalid pixel and borders exactly one foreground class becomes that class; a region
@@ -45,10 +47,10 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from pipeline.errors import InputError
-from pipeline.grids.areas import MaskLike, check_geometry, pixel_areas
+from pipeline.grids.areas import CellAreas, MaskLike, check_geometry
 from pipeline.ingest.store import ZArray, create_array, open_array
 from unet.card import ModelCard
-from unet.postprocessing import FillHoles, MinArea, MinVolume, PostprocessStep
+from unet.inference_options import FillHoles, MinArea, MinVolume, PostprocessStep
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,9 @@ def _size_step(
 def _sizes(step: PostprocessStep, geometry: dict[str, Any]) -> Sizes:
     """What one pixel/voxel counts for: 1, its ground area (m2) or its volume (mL)."""
     if isinstance(step, MinArea):
-        return pixel_areas(geometry)
+        check_geometry(geometry)
+        transform = [float(v) for v in geometry["transform"][:6]]
+        return CellAreas(transform, (int(geometry["height"]), int(geometry["width"])), geometry["crs"]).band
     if isinstance(step, MinVolume):
         voxel_ml = math.prod(float(z) for z in geometry["zooms"]) / 1000.0
         return lambda start, stop: voxel_ml

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from unet.card import Tta
+from unet.inference_options import Tta
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 

@@ -38,7 +38,7 @@ whole, so a scene larger than memory costs one band of memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any, Protocol
@@ -295,7 +295,7 @@ def _lagrange(nodes: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.
     return index, weights
 
 
-class _CellAreas:
+class CellAreas:
     """Ground area of every pixel of a band, from exact cell areas on a lattice (see module doc)."""
 
     def __init__(self, transform: list[float], shape: tuple[int, int], crs_wkt: str) -> None:
@@ -319,20 +319,6 @@ class _CellAreas:
             term *= w
             out += term
         return out
-
-
-def pixel_areas(geometry: dict[str, Any]) -> Callable[[int, int], np.ndarray]:
-    """``areas(start, stop)``: ground area (m2) of every pixel of rows ``start:stop``, float64
-    ``(rows, width)``, by the methods of the statistics (module doc); ``check_geometry`` first."""
-    check_geometry(geometry)
-    crs, _, geod = ellipsoid_frame(geometry["crs"])
-    transform = _check_transform(geometry["transform"])
-    shape = (int(geometry["height"]), int(geometry["width"]))
-    if not _north_up_geographic(crs, transform):
-        return _CellAreas(transform, shape, geometry["crs"]).band
-    lat_edges = np.clip(_latitude_edges(transform, shape[0]), -90.0, 90.0)
-    row_area = latlon_row_areas(lat_edges, transform[0], geod)
-    return lambda start, stop: np.repeat(row_area[start:stop, None], shape[1], axis=1)
 
 
 def _extended(band: np.ndarray, valid: np.ndarray, n_classes: int, start: int) -> np.ndarray:
@@ -384,7 +370,7 @@ def class_statistics(
             areas += row_area[start:stop] @ per_row
     else:
         method = "geodesic-cells-interpolated"
-        cells = _CellAreas(transform, (height, width), crs_wkt)
+        cells = CellAreas(transform, (height, width), crs_wkt)
         for start, stop in row_bands(labels, band_rows):
             band, ok = read_band(labels, valid, start, stop)
             extended = _extended(band, ok, n, start).ravel()

@@ -8,7 +8,8 @@ One function builds it, for the CLI's resume and for the flows' done manifests a
   when smaller); a folder (DICOM series) is recorded by a SHA-256 of its sorted listing
   (relative path, size, mtime of every file), not by reading every slice;
 * ``model``: the card's name and version, a SHA-256 of its validated content and of each
-  weights file (so weights retrained under the same card path change it);
+  weights file (so weights retrained under the same card path change it), and its
+  ``tta`` and ``postprocess`` as the card spells them;
 * ``options``: everything the caller passes that changes the result (bands, patch,
   overlap, precision, post-processing, ...).
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from unet.card import ModelCard
+from unet.inference_options import steps_record
 
 FORMAT_VERSION = 1
 HEADER_BYTES = 1 << 16
@@ -89,7 +91,7 @@ def input_record(path: Path) -> dict[str, Any]:
 
 
 def model_fingerprint(card: ModelCard) -> dict[str, Any]:
-    """The card's identity: name, version, content hash and weights hashes (what made a mask)."""
+    """The card's identity: name, version, content and weights hashes, TTA and post-processing."""
     content = json.dumps(card.model_dump(mode="json"), sort_keys=True).encode()
     weights = card.weights_file
     recipe = {name: card.resolve(path) for name, path in sorted(card.recipe_weights.items())}
@@ -99,6 +101,8 @@ def model_fingerprint(card: ModelCard) -> dict[str, Any]:
         "card_sha256": hashlib.sha256(content).hexdigest(),
         "weights_sha256": weights_sha256(weights),
         "recipe_weights_sha256": {name: weights_sha256(path) for name, path in recipe.items()},
+        "tta": card.tta,
+        "postprocess": steps_record(card.postprocess),
     }
 
 

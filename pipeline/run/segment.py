@@ -21,6 +21,7 @@ from pipeline.engine.devices import AUTOCAST_DTYPES, plan_precision, region_devi
 from pipeline.engine.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.engine.labels import labels_from_probabilities, stored_label_dtype
 from pipeline.engine.patch_grid import PatchGrid
+from pipeline.engine.postprocess import check_postprocess, postprocess_labels
 from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.grids.resample import model_shape, resample_slabs
 from pipeline.ingest.normalize import FILL_VALUE
@@ -289,6 +290,7 @@ def prepare_run(
     )
     check_outputs(paths, source, inputs)
     check_areas(paths, source, inputs)
+    check_postprocess(card, source.attrs, inputs[0])
     seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
     polygon_options = _polygon_options(card, options)
     if source.kind == "raster" and source.attrs.get("crs") is None:
@@ -456,6 +458,7 @@ def run_rows(
         device=torch_device,
         autocast_dtype=AUTOCAST_DTYPES[plan.precision],
         prepare=prepare,
+        tta=card.tta,
     )
     log.info(
         "running %s on %s in %s: %d patches of %s, batch %d, rows %s",
@@ -530,6 +533,7 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
     if plan.model_grid is not None:
         _to_source_grid(open_array(workdir / "model_probabilities.zarr"), card, labels, probabilities)
     prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+    labels = postprocess_labels(labels, ValidMask(image, prepare), image.attrs.asdict(), card, workdir)
     paths = OutputPaths(
         Path(plan.labels),
         None if plan.probabilities is None else Path(plan.probabilities),

@@ -50,14 +50,15 @@ def statistics(
     image_attrs: dict[str, Any], card: ModelCard, labels: ZArray, valid: ValidMask | None
 ) -> dict[str, Any]:
     """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL), and the model
-    that made the mask (name, version, weights SHA-256), so every mask traces to its weights."""
+    that made the mask (name, version, weights SHA-256, TTA, post-processing), so every mask traces
+    to its weights and to what was done to their output."""
     geometry = image_attrs["geometry"]
     if image_attrs["kind"] == "raster":
         result = class_statistics(labels, valid, geometry, card.classes)
     else:
         result = volume_statistics(labels, valid, geometry, card.classes)
     identity = model_fingerprint(card)
-    model = {key: identity[key] for key in ("name", "version", "weights_sha256")}
+    model = {key: identity[key] for key in ("name", "version", "weights_sha256", "tta", "postprocess")}
     return {"model": model, "inputs": image_attrs["paths"], **result}
 
 
