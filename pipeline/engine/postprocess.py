@@ -236,7 +236,7 @@ def _fill_holes(
     opened: list[np.ndarray] = []
     touching: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pairs: list[np.ndarray] = []
-    before: _Band | None = None
+    before: tuple[np.ndarray, np.ndarray] | None = None  # the previous band's last ids and labels
     count = 0
     for band, joins in _scan(labels, valid_band, bands, mask_of, full=False):
         flags = np.zeros(band.found, dtype=bool)
@@ -245,7 +245,7 @@ def _fill_holes(
         opened.append(flags)
         touching.append(_class_range(*_neighbours(band, before)))
         pairs.append(joins)
-        before = band
+        before = band.ids[-1], band.labels[-1]
         count = band.first - 1 + band.found
     if count == 0:
         return
@@ -288,7 +288,7 @@ def _class_range(ids: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.n
     return ids[starts], classes[starts], classes[ends]
 
 
-def _neighbours(band: _Band, before: _Band | None) -> tuple[np.ndarray, np.ndarray]:
+def _neighbours(band: _Band, before: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
     """``(region id, class)`` for each face-neighbour pair of a region pixel and a foreground pixel."""
     ids: list[np.ndarray] = []
     classes: list[np.ndarray] = []
@@ -305,6 +305,7 @@ def _neighbours(band: _Band, before: _Band | None) -> tuple[np.ndarray, np.ndarr
         add(band.ids[tuple(lo)], band.ids[tuple(hi)], band.labels[tuple(hi)])
         add(band.ids[tuple(hi)], band.ids[tuple(lo)], band.labels[tuple(lo)])
     if before is not None:
-        add(before.ids[-1], band.ids[0], band.labels[0])
-        add(band.ids[0], before.ids[-1], before.labels[-1])
+        before_ids, before_labels = before
+        add(before_ids, band.ids[0], band.labels[0])
+        add(band.ids[0], before_ids, before_labels)
     return np.concatenate(ids), np.concatenate(classes)

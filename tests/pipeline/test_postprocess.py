@@ -214,3 +214,12 @@ def test_diagonal_neighbours_join_across_bands(tmp_path: Path, bands: None) -> N
     labels[0:2, 8:11] = 1  # a 6-pixel blob
     out = run(labels, card(tmp_path, ["largest_component"]), tmp_path)
     assert np.array_equal(out, np.diag(np.r_[np.ones(10), 0, 0]).astype(np.uint8))
+
+
+def test_a_hole_on_a_band_boundary_sees_the_classes_across_it(tmp_path: Path, bands: None) -> None:
+    labels = np.zeros((8, 8), dtype=np.uint8)
+    labels[2:7, 1:6] = 1
+    labels[3, 2:5] = 2  # the last row of the first chunk row
+    labels[4, 2:5] = 0  # a hole in the next chunk row, bordered by class 2 above and class 1 elsewhere
+    out = run(labels, card(tmp_path, ["fill_holes"], classes=3), tmp_path)
+    assert np.array_equal(out, labels)
