@@ -29,22 +29,25 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pipeline.errors import CardError, NotFoundError
-from unet.formats import FORMATS
-from unet.networks import allowed_names, canonical_network
-from unet.normalization import (
+from unet.card_fields import (
     Foreground,
     LinearNormalization,
     NoNormalization,
     Normalization,
     NormalizationSteps,
     PercentileNormalization,
+    PostprocessSteps,
     ReflectanceNormalization,
     Strict,
+    Tta,
     VolumeZScoreNormalization,
     WindowNormalization,
     ZScoreNormalization,
+    check_options,
     normalization_steps,
 )
+from unet.formats import FORMATS
+from unet.networks import allowed_names, canonical_network
 from unet.weight_packages import WEIGHTS_GROUP, check_provider, in_package
 
 __all__ = [  # the normalisation specs are part of the card's public face
@@ -179,6 +182,8 @@ class ModelCard(Strict):
     activation: Activation = "softmax"
     blend: Literal["gaussian", "constant"] = "gaussian"
     amp: bool = Field(default=True, description="whether the network may run under bf16/fp16 autocast")
+    tta: Tta = Field(default="none", description="test-time augmentation (unet/card_fields.py)")
+    postprocess: PostprocessSteps = Field(default_factory=list, description="unet/card_fields.py")
     class_codes: dict[str, ClassCodes] = Field(default_factory=dict)
     network: NetworkSpec | None = Field(default=None, validate_default=True)
 
@@ -286,6 +291,7 @@ class ModelCard(Strict):
             raise ValueError(f"class_codes names classes the card does not have: {unknown}")
         if self.activation == "sigmoid" and len(self.classes) < 2:
             raise ValueError("a sigmoid model needs classes[0] (background) plus at least one class")
+        check_options(self.tta, self.recipe, self.postprocess, self.spatial_dims)
         return self
 
     @property

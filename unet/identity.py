@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from unet.card import ModelCard
+from unet.card_fields import steps_record
 
 
 def file_sha256(path: Path, limit: int | None = None) -> str:
@@ -45,7 +46,8 @@ def weights_sha256(path: Path) -> str | None:
 
 
 def model_fingerprint(card: ModelCard) -> dict[str, Any]:
-    """The card's identity: name, version, content hash and weights hashes (what made a mask)."""
+    """The card's identity (what made a mask): name, version, content and weights hashes, TTA and
+    post-processing."""
     content = json.dumps(card.model_dump(mode="json"), sort_keys=True).encode()
     weights = card.weights_file
     recipe = {name: card.resolve(path) for name, path in sorted(card.recipe_weights.items())}
@@ -55,4 +57,6 @@ def model_fingerprint(card: ModelCard) -> dict[str, Any]:
         "card_sha256": hashlib.sha256(content).hexdigest(),
         "weights_sha256": weights_sha256(weights),
         "recipe_weights_sha256": {name: weights_sha256(path) for name, path in recipe.items()},
+        "tta": card.tta,
+        "postprocess": steps_record(card.postprocess),
     }

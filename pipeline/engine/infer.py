@@ -1,7 +1,8 @@
 """The streaming tiled-inference engine: zarr image in, zarr labels/probabilities out.
 
 Loop: the splitter (``patches.iter_batches``) yields fixed batches in the grid's global
-order; the network runs on the device (autocast when asked); the merger
+order; the network runs on the device (autocast when asked; averaged over mirror flips
+when ``tta`` asks, ``tta.with_tta``); the merger
 (``merge.StreamingMerger``) weights and accumulates raw outputs in a band of rows; rows
 no later patch touches are blended, activated and turned into labels on the device
 (``labels.finalize``) and handed to the ``ChunkWriter``, which writes whole chunk rows
@@ -34,9 +35,11 @@ from pipeline.engine.labels import finalize, stored_label_dtype
 from pipeline.engine.merge import StreamingMerger
 from pipeline.engine.patch_grid import PatchGrid
 from pipeline.engine.patches import BandReader, Batch, Prepare, iter_batches
+from pipeline.engine.tta import with_tta
 from pipeline.errors import ModelError, UsageError
 from pipeline.ingest.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation
+from unet.card_fields import Tta
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class EngineSettings:
     prefetch: int = 2
     readers: int = 2
     prepare: Prepare | None = None  # raw stored values -> network input, per band read
+    tta: Tta = "none"  # "flips": logits averaged over mirror flips (engine/tta.py)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -232,6 +236,7 @@ def run_engine(
 ) -> EngineStats:
     """Segment ``image`` (C, *spatial) into ``labels`` (and ``probabilities``), chunk row by chunk row."""
     started = time.perf_counter()
+    network = with_tta(network, settings.tta, len(settings.patch))
     done = done if done is not None else DoneMarks()
     spatial = tuple(image.shape[1:])
     grid = PatchGrid(spatial, settings.patch, settings.overlap)

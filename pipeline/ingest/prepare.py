@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -21,6 +21,15 @@ from pipeline.ingest.store import ZArray
 from unet.card import NormalizationSteps
 
 _NORMALIZATION: TypeAdapter[NormalizationSteps] = TypeAdapter(NormalizationSteps)
+
+
+class MaskLike(Protocol):
+    """What is read of a validity mask: a zarr array, or a :class:`ValidMask`."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, region: Any) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ def run_rows(
         device=torch_device,
         autocast_dtype=AUTOCAST_DTYPES[plan.precision],
         prepare=prepare,
+        tta=card.tta,
     )
     log.info(
         "running %s on %s in %s: %d patches of %s, batch %d, rows %s",

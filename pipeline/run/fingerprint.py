@@ -8,7 +8,8 @@ One function builds it, for the CLI's resume and for the flows' done manifests a
   when smaller); a folder (DICOM series) is recorded by a SHA-256 of its sorted listing
   (relative path, size, mtime of every file), not by reading every slice;
 * ``model``: the card's name and version, a SHA-256 of its validated content and of each
-  weights file (so weights retrained under the same card path change it);
+  weights file (so weights retrained under the same card path change it), and its
+  ``tta`` and ``postprocess`` as the card spells them;
 * ``options``: everything the caller passes that changes the result (bands, patch,
   overlap, precision, post-processing, ...).
 

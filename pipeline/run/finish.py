@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.engine.postprocess import postprocess_labels
 from pipeline.ingest.prepare import Preparation, ValidMask
 from pipeline.ingest.store import open_array
 from pipeline.progress import StageProgress
@@ -32,6 +33,9 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
     if plan.model_grid is not None:
         to_source_grid(open_array(layout.model_probabilities), card, labels, probabilities)
     prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+    labels = postprocess_labels(
+        labels, ValidMask(image, prepare), image.attrs.asdict(), card, layout.postprocessed
+    )
     paths = plan.output_paths()
     job = WriteJob(
         image.attrs.asdict(),

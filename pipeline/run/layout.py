@@ -61,6 +61,11 @@ class WorkdirLayout:
         return self.path / "probabilities.zarr"
 
     @property
+    def postprocessed(self) -> Path:
+        """The labels after the card's post-processing steps (the engine's labels stay as they are)."""
+        return self.path / "postprocessed.zarr"
+
+    @property
     def model_image(self) -> Path:
         """The prepared input resampled to the card's spacing (only when the card resamples)."""
         return self.path / "model_image.zarr"

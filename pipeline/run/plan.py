@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.engine.devices import plan_precision, resolve_device
 from pipeline.engine.labels import stored_label_dtype
+from pipeline.engine.postprocess import check_postprocess
 from pipeline.errors import InputError, UsageError
 from pipeline.grids.resample import model_shape
 from pipeline.ingest.prepare import Preparation
@@ -140,6 +141,7 @@ def prepare_run(spec: RunSpec, card: ModelCard, progress: StageProgress | None =
     )
     check_outputs(paths, source, inputs)
     check_areas(paths, source, inputs)
+    check_postprocess(card, source.attrs, inputs[0])
     seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
     polygons = polygon_options(card, spec.polygons)
     if source.kind == "raster" and source.attrs.get("crs") is None:

@@ -7,24 +7,16 @@ scene larger than memory costs one band of memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import InputError, UsageError
 from pipeline.grids.areas import check_transform
+from pipeline.ingest.prepare import MaskLike
 from pipeline.ingest.store import ZArray
 
 BAND_PIXELS = 1 << 22  # about 4 M pixels per read band (uint8 labels: 4 MB, plus int64 indices)
-
-
-class MaskLike(Protocol):
-    """What is read of a validity mask: a zarr array, or e.g. ``pipeline.ingest.prepare.ValidMask``."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    def __getitem__(self, region: Any) -> Any: ...
 
 
 def check_inputs(

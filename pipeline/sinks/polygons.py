@@ -33,8 +33,9 @@ from pyproj import CRS
 
 from pipeline.errors import InputError, UsageError
 from pipeline.grids.areas import crs_name, ellipsoid_frame, geodesic_areas_m2
+from pipeline.ingest.prepare import MaskLike
 from pipeline.ingest.store import ZArray
-from pipeline.sinks.bands import MaskLike, check_inputs, read_band, row_bands
+from pipeline.sinks.bands import check_inputs, read_band, row_bands
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPES_DTYPES = ("uint8", "uint16", "int16", "int32")  # what GDAL's polygonize takes as values

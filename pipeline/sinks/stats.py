@@ -16,9 +16,9 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.grids.areas import crs_name, ellipsoid_frame, ground_areas
-from pipeline.ingest.prepare import ValidMask
+from pipeline.ingest.prepare import MaskLike, ValidMask
 from pipeline.ingest.store import ZArray
-from pipeline.sinks.bands import MaskLike, check_inputs, read_band, row_bands
+from pipeline.sinks.bands import check_inputs, read_band, row_bands
 from unet.card import ModelCard
 from unet.identity import model_fingerprint
 
@@ -34,7 +34,7 @@ def statistics(
     else:
         result = volume_statistics(labels, valid, geometry, card.classes)
     identity = model_fingerprint(card)
-    model = {key: identity[key] for key in ("name", "version", "weights_sha256")}
+    model = {key: identity[key] for key in ("name", "version", "weights_sha256", "tta", "postprocess")}
     return {"model": model, "inputs": image_attrs["paths"], **result}
 
 

@@ -86,6 +86,16 @@ def test_an_equal_fingerprint_resumes(
     assert "starting clean (options changed)" in _segment(capsys, *args, "--overlap", "0.5")
 
 
+def test_a_changed_card_option_starts_clean(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path
+) -> None:
+    card = threshold_card(tmp_path, 0.5)
+    args = [scene, "-m", card, "-o", tmp_path / "mask.tif", "--workdir", tmp_path / "work"]
+    _segment(capsys, *args)
+    card.write_text(card.read_text() + "postprocess: [fill_holes]\n")
+    assert "starting clean (model changed)" in _segment(capsys, *args, "--overwrite")
+
+
 def test_stats_and_manifest_name_the_model_that_made_the_mask(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, scene: Path
 ) -> None:
@@ -95,7 +105,8 @@ def test_stats_and_manifest_name_the_model_that_made_the_mask(
 
     weights = hashlib.sha256((tmp_path / "model.ts").read_bytes()).hexdigest()
     model = json.loads(stats.read_text())["model"]
-    assert model == {"name": "threshold-2d", "version": "unversioned", "weights_sha256": weights}
+    expected = {"name": "threshold-2d", "version": "unversioned", "weights_sha256": weights}
+    assert model == {**expected, "tta": "none", "postprocess": []}
     stored = json.loads((workdir / "manifest.json").read_text())["fingerprint"]
     assert stored["model"]["weights_sha256"] == weights
     assert stored["files"][0]["path"] == str(scene.resolve())

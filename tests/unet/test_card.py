@@ -10,7 +10,8 @@ import yaml
 
 from pipeline.errors import CardError, NotFoundError
 from tests.helpers import write_card
-from unet.card import LinearNormalization, WindowNormalization, bundled_cards, load_card
+from unet.card import LinearNormalization, WindowNormalization, bundled_cards, load_card, parse_card
+from unet.card_fields import steps_record
 
 WEIGHTS_GROUP = "segpipe.weights"  # the documented entry-point group
 
@@ -67,12 +68,37 @@ def _assert_card_error(tmp_path: Path, change: dict[str, Any], field: str, probl
         ),
         ({"format": "pickle"}, "format", "torchscript"),
         ({"patch_size": [0, 8]}, "patch_size", ">= 1"),
+        ({"tta": "rotations"}, "tta", "'none' or 'flips'"),
+        ({"postprocess": ["smallest_component"]}, "postprocess.0", "'smallest_component'"),
+        ({"postprocess": [{"min_area_m2": 0}]}, "postprocess.0.min_area_m2.value", "greater than 0"),
+        ({"postprocess": [{"min_area_m2": 5, "x": 1}]}, "postprocess", "one 'name: value' pair"),
+        ({"postprocess": [{"fill_holes": 5}]}, "postprocess.0.fill_holes.value", "unknown field"),
+        ({"postprocess": [{"min_volume_ml": 5}]}, "(card)", "postprocess: min_volume_ml applies to 3D"),
+        ({"postprocess": ["fill_holes", "fill_holes"]}, "(card)", "lists fill_holes more than once"),
     ],
 )
 def test_invalid_cards_name_the_file_and_the_field(
     tmp_path: Path, change: dict[str, Any], field: str, problem: str
 ) -> None:
     _assert_card_error(tmp_path, change, field, problem)
+
+
+def test_tta_and_postprocess_are_off_by_default_and_read_as_spelled(tmp_path: Path) -> None:
+    card = load_card(write_card(tmp_path))
+    assert card.tta == "none"
+    assert card.postprocess == []
+    steps = ["fill_holes", {"min_area_m2": 250}, "largest_component"]
+    card = load_card(write_card(tmp_path, tta="flips", postprocess=steps))
+    assert card.tta == "flips"
+    assert [step.kind for step in card.postprocess] == ["fill_holes", "min_area_m2", "largest_component"]
+    assert steps_record(card.postprocess) == ["fill_holes", {"min_area_m2": 250.0}, "largest_component"]
+
+
+def test_a_recipe_runs_its_own_inference_without_tta() -> None:
+    path = bundled_cards()["brain-deepbet"]
+    data = yaml.safe_load(path.read_text())
+    with pytest.raises(CardError, match=r"tta: flips applies to sliding-window cards; recipe 'deepbet'"):
+        parse_card({**data, "tta": "flips"}, path)
 
 
 def test_missing_field_is_named(tmp_path: Path) -> None:
