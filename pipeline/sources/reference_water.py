@@ -152,7 +152,7 @@ def _check_vector(path: Path, grid: Grid) -> None:
 
 
 def _band_transform(grid: Grid, start: int) -> Affine:
-    return grid.affine * Affine.translation(0, start)
+    return grid.affine @ Affine.translation(0, start)
 
 
 def _raster_band(path: Path, grid: Grid, threshold: float | None, start: int, stop: int) -> Band:
@@ -210,7 +210,7 @@ def _edge_step(bounds: NDArray[np.float64]) -> float:
 
 
 def _pixel_bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float, float, float]:
-    corners = [transform * (c, r) for c, r in ((0, 0), (shape[1], 0), (shape[1], shape[0]), (0, shape[0]))]
+    corners = [transform @ (c, r) for c, r in ((0, 0), (shape[1], 0), (shape[1], shape[0]), (0, shape[0]))]
     xs, ys = [x for x, _ in corners], [y for _, y in corners]
     return min(xs), min(ys), max(xs), max(ys)
 
