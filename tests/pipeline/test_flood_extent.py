@@ -15,10 +15,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pyogrio.raw
+import pyogrio.raw  # type: ignore[import-untyped]
 import pytest
 import rasterio
-import shapely
+import shapely  # type: ignore[import-untyped]
 from affine import Affine
 from numpy.typing import NDArray
 from pyproj import Transformer
@@ -67,7 +67,7 @@ def centres_in(crs: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     with rasterio.open(CHIP) as src:
         rows, cols = np.mgrid[0 : src.height, 0 : src.width]
         xs, ys = src.transform @ (cols + 0.5, rows + 0.5)
-        return Transformer.from_crs(src.crs, crs, always_xy=True).transform(xs, ys)  # type: ignore[no-any-return]
+        return Transformer.from_crs(src.crs, crs, always_xy=True).transform(xs, ys)
 
 
 def nearest(reference: Path) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -107,7 +107,8 @@ def model_water(tmp_path_factory: pytest.TempPathFactory, chip: dict[str, object
     out = tmp_path_factory.mktemp("plain") / "water.tif"
     code = main(["segment", str(CHIP), "-m", "flood-s1", "-o", str(out), "--device", "cpu", "-q"])
     assert code == 0
-    return read(out) == 1
+    water: NDArray[np.bool_] = read(out) == 1
+    return water
 
 
 def grid_in(
