@@ -293,6 +293,38 @@ def test_pre_event_scene_gives_flood_water_where_water_was_removed(
     assert not list(tmp_path.glob(".*segpipe-work"))  # the run's workdir, pre-event run included, is gone
 
 
+def test_pre_event_scene_on_another_grid_is_reprojected(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    chip: dict[str, object],
+    model_water: NDArray[np.bool_],
+) -> None:
+    """A pre-event scene in EPSG:3857 at 15 m: its water (the same model on its own grid) is
+    brought onto the chip's grid by nearest neighbour; where it has no data, water is nodata."""
+    with rasterio.open(CHIP) as src:
+        bands = src.read()
+        bands[:, 100:300, 50:250] += 15.0
+        bounds = array_bounds(src.height, src.width, src.transform)
+        target, width, height = grid_in("EPSG:3857", bounds, src.crs, 15.0)
+        warped = np.full((bands.shape[0], height, width), np.nan, dtype=np.float32)
+        reproject(bands, warped, src_transform=src.transform, src_crs=src.crs, dst_transform=target,
+                  dst_crs="EPSG:3857", dst_nodata=np.nan, resampling=Resampling.nearest)  # fmt: skip
+        profile = {**src.profile, "crs": "EPSG:3857", "transform": target, "width": width, "height": height}
+        profile["nodata"] = np.nan
+        descriptions = src.descriptions
+    pre = tmp_path / "pre_3857.tif"
+    with rasterio.open(pre, "w", **profile) as dst:
+        dst.write(warped)
+        dst.descriptions = descriptions
+    out, plain = tmp_path / "flood.tif", tmp_path / "pre_water.tif"
+    segment(capsys, CHIP, out, "--pre-event", pre)
+    segment(capsys, pre, plain)
+    found, covered = nearest(plain)
+    labels = read(out)
+    assert agree(labels, expected(model_water, found == 1, covered)) > 0.999
+    assert (labels[100:300, 50:250] == FLOOD).sum() > 500
+
+
 def _bad_references(tmp: Path) -> dict[str, tuple[list[object], str]]:
     far = tmp / "far.tif"
     profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 1, "dtype": "uint8"}
