@@ -19,6 +19,7 @@ import pyogrio.raw  # type: ignore[import-untyped]
 import pytest
 import rasterio
 import shapely  # type: ignore[import-untyped]
+import shapely.affinity  # type: ignore[import-untyped]
 from affine import Affine
 from numpy.typing import NDArray
 from pyproj import Transformer
@@ -176,11 +177,15 @@ def test_raster_mask_in_another_crs(
 
 
 def _water_polygons(folder: Path, chip: dict[str, object]) -> tuple[Path, shapely.Geometry]:
-    """The chip's dark pixels of rows 0:256 as polygons in a GeoPackage, EPSG:4326 (the chip's CRS)."""
+    """The chip's dark pixels of rows 0:256 as polygons in a GeoPackage, EPSG:4326 (the chip's CRS),
+    moved by a third of a pixel."""
     vv = np.asarray(chip["vv"])[:256]
     transform = chip["transform"]
+    assert isinstance(transform, Affine)
+    # a third of a pixel off the grid, so that "centre inside" and "touched" differ
+    shift = {"xoff": transform.a / 3, "yoff": transform.e / 3}
     found = [
-        shapely.geometry.shape(geometry)
+        shapely.affinity.translate(shapely.geometry.shape(geometry), **shift)
         for geometry, value in shapes((vv < -15).astype(np.uint8), transform=transform)
         if value == 1
     ]
