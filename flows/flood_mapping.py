@@ -37,9 +37,10 @@ from pipeline.errors import UsageError
 from pipeline.run.execute import regions as plan_regions
 from pipeline.run.execute import run_rows
 from pipeline.run.finish import finish_run
+from pipeline.run.flood_extent import output_classes
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan, prepare_run
-from pipeline.run.spec import InferenceOptions, Outputs, PolygonSettings, RunSpec
+from pipeline.run.spec import FloodReference, InferenceOptions, Outputs, PolygonSettings, RunSpec
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
@@ -207,6 +208,9 @@ def flood_mapping(
     polygons: PolygonSettings | None = None,
     allow_remote: bool = False,
     overwrite: bool = False,
+    pre_event: str | None = None,
+    reference_water: str | None = None,
+    reference_threshold: float | None = None,
 ) -> SceneResult:
     """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
 
@@ -216,7 +220,9 @@ def flood_mapping(
     on the Dask cluster at ``dask_address`` (a local one when empty). ``allow_remote``:
     files the scene names (VRT sources, STAC assets) may be remote or outside its folder
     (docs/SECURITY.md). Existing files the scene's earlier runs did not write are replaced
-    only with ``overwrite`` (which also starts the workdir clean).
+    only with ``overwrite`` (which also starts the workdir clean). ``pre_event`` (a scene) or
+    ``reference_water`` (a water mask or occurrence raster with ``reference_threshold``, or
+    polygons): the labels become land, permanent_water and flood_water (docs/outputs.md).
     """
     with library_logs():
         if regions < 1:
@@ -231,7 +237,14 @@ def flood_mapping(
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
         spec = scene_spec(inputs, str(card.card_path), out, name, inference, polygons, probabilities)
-        spec = spec.model_copy(update={"resume": not overwrite, "allow_remote": allow_remote})
+        reference = FloodReference(
+            reference_water=None if reference_water is None else Path(reference_water),
+            reference_threshold=reference_threshold,
+            pre_event=None if pre_event is None else Path(pre_event),
+        )
+        spec = spec.model_copy(
+            update={"resume": not overwrite, "allow_remote": allow_remote, "reference": reference}
+        )
         runner_for_regions = task_runner(dask_address)  # a refused scheduler fails before the ingest
         key = artifact_key("flood", name)
         progress = RunProgress(f"{key}-progress", regions + 2, f"flood mapping {name}")
@@ -272,7 +285,7 @@ def flood_mapping(
             name=name,
             inputs=[str(p) for p in inputs],
             model=card.name,
-            classes=list(card.classes),
+            classes=output_classes(card, reference),
             outputs={kind: str(path) for kind, path in outputs.items()},
             statistics=statistics,
             regions=sorted(runs, key=lambda run: run.rows),

@@ -52,7 +52,8 @@ def _write_quicklook(spec: Any, card: Any, result: Any, path: Path) -> None:
         spec.inputs, card, inference.bands, spec.series, spec.allow_remote, inference.max_pixels
     )
     title = f"{result.output.name}: {card.name}"
-    png = source_quicklook(source, result.output, card.classes, result.statistics, title)
+    classes = card.classes if result.classes is None else result.classes
+    png = source_quicklook(source, result.output, classes, result.statistics, title)
     temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
     temporary.write_bytes(png)
     temporary.replace(path)
@@ -61,6 +62,9 @@ def _write_quicklook(spec: Any, card: Any, result: Any, path: Path) -> None:
 EPILOG = examples(
     "segpipe segment data/samples/Spain_7370579_S1Hand.tif -m flood-s1 -o flood.tif \\\n"
     "    --polygons flood.gpkg --stats flood.json --quicklook flood.png",
+    "segpipe segment post.tif -m flood-s1 -o flood.tif --reference-water jrc_occurrence.tif \\\n"
+    "    --reference-threshold 50 --stats flood.json",
+    "segpipe segment post.tif -m flood-s1 -o flood.tif --pre-event pre.tif --polygons flood.gpkg",
     "segpipe segment t1.nii.gz -m brain-deepbet -o brain.nii.gz --stats brain.json --quicklook brain.png",
     "segpipe segment B04.tif B03.tif B02.tif B08.tif -m my-card.yaml -o labels.tif --device cuda",
 )
@@ -125,13 +129,36 @@ def segment(
         Path | None,
         typer.Option("--quicklook", help="Also write a PNG of the mask over the input, with a legend."),
     ] = None,
+    reference_water: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-water",
+            help="Water that is always there (mask or occurrence raster, or polygons; any CRS): "
+            "labels become land, permanent_water, flood_water.",
+        ),
+    ] = None,
+    reference_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--reference-threshold",
+            help="The reference raster is an occurrence (%): water from this value, in (0, 100].",
+        ),
+    ] = None,
+    pre_event: Annotated[
+        Path | None,
+        typer.Option(
+            "--pre-event",
+            help="Pre-event scene: the same model's water on it is the reference (instead of "
+            "--reference-water).",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Segment INPUT with MODEL and write the labels to OUTPUT on the input's own grid."""
     configure_logging(verbose, quiet)
-    _check_paths(inputs, model)
+    _check_paths([*inputs, *(path for path in (reference_water, pre_event) if path is not None)], model)
     _check_quicklook(quicklook, output)
     from pipeline.run.segment import segment as run_segment
     from pipeline.run.spec import RunSpec
@@ -159,6 +186,9 @@ def segment(
         resume=not no_resume,
         allow_remote=allow_remote,
         overwrite=overwrite,
+        reference_water=reference_water,
+        reference_threshold=reference_threshold,
+        pre_event=pre_event,
     )
     card = load_card(model)
     result = with_progress(quiet, lambda progress: run_segment(spec, card, progress))

@@ -1,4 +1,9 @@
-"""Finish a run: back to the source grid if resampled, every output written atomically."""
+"""Finish a run: back to the source grid if resampled, every output written atomically.
+
+A run with a reference writes the flood classes instead of the card's
+(``pipeline.run.flood_extent``); with ``--pre-event`` it first runs the same card on the
+pre-event scene, through the same three stages, in a workdir of its own under the run's.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,17 @@ from pipeline.engine.postprocess import postprocess_labels
 from pipeline.ingest.prepare import Preparation, ValidMask
 from pipeline.ingest.store import open_array
 from pipeline.progress import StageProgress
+from pipeline.run.execute import run_rows
+from pipeline.run.flood_extent import flood_job, pre_event_spec
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import remove_workdir
-from pipeline.run.plan import RunPlan
+from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.regrid import to_source_grid
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.dicom_seg import SegSource, is_seg
 from pipeline.sinks.registry import WriteJob
 from pipeline.sinks.stitch import write_outputs
-from unet.card import load_card
+from unet.card import ModelCard, load_card
 
 
 def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str, Any] | None:
@@ -46,7 +53,19 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
         plan.polygon_options(),
         SegSource.load(layout.seg_source) if is_seg(paths.labels) else None,
     )
+    if plan.spec.reference.active:
+        if plan.spec.reference.pre_event is not None:
+            _pre_event_run(plan, card, layout, plan.spec.reference.pre_event)
+        job = flood_job(job, plan.spec, layout)
     statistics = write_outputs(job, paths, workdir, Workdir.open(workdir).record, progress)
     if plan.remove_workdir:
         remove_workdir(workdir)
     return statistics
+
+
+def _pre_event_run(plan: RunPlan, card: ModelCard, layout: WorkdirLayout, pre_event: Path) -> None:
+    """The same card on the pre-event scene (resumable in its own workdir): its labels GeoTIFF
+    is the reference."""
+    workdir = prepare_run(pre_event_spec(plan.spec, layout, pre_event), card)
+    run_rows(workdir)
+    finish_run(workdir)

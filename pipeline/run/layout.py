@@ -87,3 +87,19 @@ class WorkdirLayout:
     def seg_source(self) -> Path:
         """What a DICOM SEG output needs from its source series (``pipeline.sinks.dicom_seg``)."""
         return self.path / "dicom_seg_source.json"
+
+    @property
+    def flood_labels(self) -> Path:
+        """The model's water combined with a reference: land, permanent and flood water
+        (``pipeline.run.flood_extent``)."""
+        return self.path / "flood_labels.zarr"
+
+    @property
+    def pre_event(self) -> Path:
+        """The workdir of the same card's run on the pre-event scene."""
+        return self.path / "pre-event"
+
+    @property
+    def pre_event_water(self) -> Path:
+        """That run's labels (land, water) as a GeoTIFF on the pre-event scene's grid."""
+        return self.path / "pre-event-water.tif"

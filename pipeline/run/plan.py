@@ -29,6 +29,7 @@ from pipeline.ingest.store import ZArray, create_array, open_array, spatial_chun
 from pipeline.ingest.to_zarr import ingest
 from pipeline.progress import StageProgress
 from pipeline.run.fingerprint import fingerprint
+from pipeline.run.flood_extent import check_reference, flood_polygon_options
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import check_outputs_free, check_workdir
 from pipeline.run.regrid import to_model_grid
@@ -113,6 +114,8 @@ def result_options(card: ModelCard, spec: RunSpec) -> dict[str, Any]:
         "polygon_classes": polygons.classes,
         "min_area_m2": polygons.min_area_m2,
         "simplify": polygons.simplify,
+        # only with a reference, so that the fingerprints of runs without one stay as they were
+        **({"reference": spec.reference.model_dump(mode="json")} if spec.reference.active else {}),
     }
 
 
@@ -143,7 +146,11 @@ def prepare_run(spec: RunSpec, card: ModelCard, progress: StageProgress | None =
     check_areas(paths, source, inputs)
     check_postprocess(card, source.attrs, inputs[0])
     seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
-    polygons = polygon_options(card, spec.polygons)
+    check_reference(spec, card, source.kind, source.attrs)
+    if spec.reference.active:
+        polygons = flood_polygon_options(card, spec.polygons)
+    else:
+        polygons = polygon_options(card, spec.polygons)
     if source.kind == "raster" and source.attrs.get("crs") is None:
         log.warning("%s: has no CRS; the outputs keep its pixel grid without georeferencing", inputs[0])
     grid_shape = None

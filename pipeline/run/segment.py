@@ -16,6 +16,7 @@ from pipeline.errors import SegpipeError
 from pipeline.progress import StageProgress, engine_progress
 from pipeline.run.execute import run_rows
 from pipeline.run.finish import finish_run
+from pipeline.run.flood_extent import output_classes
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import remove_workdir
 from pipeline.run.plan import RunPlan, prepare_run
@@ -31,6 +32,7 @@ class SegmentResult:
     stats: EngineStats
     seconds: float
     statistics: dict[str, Any] | None = None
+    classes: list[str] | None = None  # the labels' classes (the flood classes with a reference)
 
 
 def segment(spec: RunSpec, card: ModelCard, progress: StageProgress | None = None) -> SegmentResult:
@@ -59,4 +61,5 @@ def segment(spec: RunSpec, card: ModelCard, progress: StageProgress | None = Non
         stats=stats,
         seconds=time.perf_counter() - started,
         statistics=statistics,
+        classes=output_classes(card, spec.reference),
     )

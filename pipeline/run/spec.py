@@ -113,6 +113,37 @@ class PolygonSettings(Spec):
         return self
 
 
+class FloodReference(Spec):
+    """What the model's water is compared with: ``--reference-water`` (with ``--reference-threshold``
+    for an occurrence raster) or ``--pre-event``; none of them: the card's own classes."""
+
+    reference_water: Path | None = Field(
+        None, description="Water mask or occurrence raster, or water polygons, in any CRS"
+    )
+    reference_threshold: float | None = Field(
+        None, description="Occurrence (%) from which the reference raster is water, in (0, 100]"
+    )
+    pre_event: Path | None = Field(
+        None, description="Pre-event scene: its water (same model) is the reference"
+    )
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> FloodReference:
+        if self.reference_water is not None and self.pre_event is not None:
+            raise UsageError("--reference-water and --pre-event exclude each other; give one")
+        threshold = self.reference_threshold
+        if threshold is not None:
+            if self.reference_water is None:
+                raise UsageError("--reference-threshold needs --reference-water")
+            if not (math.isfinite(threshold) and 0 < threshold <= 100):
+                raise UsageError(f"--reference-threshold must be in (0, 100], got {threshold}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.reference_water is not None or self.pre_event is not None
+
+
 class RunSpec(Spec):
     """One run: ``inputs`` segmented with ``model`` into ``outputs``.
 
@@ -124,6 +155,7 @@ class RunSpec(Spec):
     outputs: Outputs
     inference: InferenceOptions = InferenceOptions()
     polygons: PolygonSettings = PolygonSettings()
+    reference: FloodReference = FloodReference()
     series: str | None = Field(None, description="DICOM folder: the SeriesInstanceUID to segment")
     workdir: Path | None = Field(None, description="Keep intermediates here (resumable)")
     resume: bool = Field(True, description="Resume a workdir whose fingerprint matches")
@@ -134,8 +166,13 @@ class RunSpec(Spec):
     def of(cls, inputs: list[Path], model: str, labels: Path, **options: Any) -> RunSpec:
         """A spec from flat options: each keyword goes to the part that declares it
         (``device=`` to ``inference``, ``stats=`` to ``outputs``, ``min_area_m2=`` to ``polygons``,
-        ``polygon_classes=`` to ``polygons.classes``)."""
-        parts: dict[str, dict[str, Any]] = {"outputs": {"labels": labels}, "inference": {}, "polygons": {}}
+        ``polygon_classes=`` to ``polygons.classes``, ``pre_event=`` to ``reference``)."""
+        parts: dict[str, dict[str, Any]] = {
+            "outputs": {"labels": labels},
+            "inference": {},
+            "polygons": {},
+            "reference": {},
+        }
         top: dict[str, Any] = {}
         for name, value in options.items():
             part = name.removeprefix("polygon_") if name == "polygon_classes" else name
@@ -152,6 +189,7 @@ class RunSpec(Spec):
             outputs=Outputs(**parts["outputs"]),
             inference=InferenceOptions(**parts["inference"]),
             polygons=PolygonSettings(**parts["polygons"]),
+            reference=FloodReference(**parts["reference"]),
             **top,
         )
 
@@ -160,4 +198,5 @@ _PARTS: dict[str, type[Spec]] = {
     "outputs": Outputs,
     "inference": InferenceOptions,
     "polygons": PolygonSettings,
+    "reference": FloodReference,
 }

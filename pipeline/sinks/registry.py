@@ -53,6 +53,12 @@ class WriteJob:
     probabilities: ZArray | None = None
     polygon_options: PolygonOptions = field(default_factory=PolygonOptions)
     seg_source: SegSource | None = None
+    classes: list[str] | None = None  # the labels' classes when not the card's (a flood extent)
+    reference: dict[str, Any] | None = None  # what the labels were compared with, for the statistics
+
+    @property
+    def label_classes(self) -> list[str]:
+        return list(self.card.classes) if self.classes is None else self.classes
 
     @property
     def geometry(self) -> dict[str, Any]:
@@ -166,7 +172,7 @@ class LabelsCog(Sink):
             job.labels,
             job.valid,
             job.geometry,
-            card.classes,
+            job.label_classes,
             card.name,
             target.scratch,
             written,
@@ -283,14 +289,15 @@ class Polygons(Sink):
         return 1
 
     def write(self, target: Target, job: WriteJob, written: Written | None) -> None:
-        classes = job.card.classes
+        classes = job.label_classes
         polygons = polygonize(job.labels, job.valid, job.geometry, classes, job.polygon_options)
         write_polygons(target.temporary, polygons, job.geometry["crs"])
         _advance(written)
 
 
 class Statistics(Sink):
-    """Per-class areas (rasters) or volumes (volumes) and the model, as JSON; returned to the run."""
+    """Per-class areas (rasters) or volumes (volumes) and the model, as JSON; returned to the run.
+    A flood extent adds ``reference``: what the model's water was compared with, and the card's classes."""
 
     kind = "stats"
     role = "stats"
@@ -301,7 +308,9 @@ class Statistics(Sink):
         return 1
 
     def write(self, target: Target, job: WriteJob, written: Written | None) -> dict[str, Any]:
-        stats = statistics(job.image_attrs, job.card, job.labels, job.valid)
+        stats = statistics(job.image_attrs, job.card, job.labels, job.valid, job.classes)
+        if job.reference is not None:
+            stats["reference"] = job.reference
         target.temporary.write_text(json.dumps(stats, indent=1))
         _advance(written)
         return stats

@@ -24,15 +24,21 @@ from unet.identity import model_fingerprint
 
 
 def statistics(
-    image_attrs: dict[str, Any], card: ModelCard, labels: ZArray, valid: ValidMask | None
+    image_attrs: dict[str, Any],
+    card: ModelCard,
+    labels: ZArray,
+    valid: ValidMask | None,
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Per-class counts and areas (rasters, km2, geodesic) or volumes (volumes, mL), and the model
-    that made the mask (name, version, weights SHA-256), so every mask traces to its weights."""
+    that made the mask (name, version, weights SHA-256), so every mask traces to its weights.
+    ``classes``: the labels' classes when they are not the card's (a flood extent)."""
     geometry = image_attrs["geometry"]
+    names = list(card.classes) if classes is None else classes
     if image_attrs["kind"] == "raster":
-        result = class_statistics(labels, valid, geometry, card.classes)
+        result = class_statistics(labels, valid, geometry, names)
     else:
-        result = volume_statistics(labels, valid, geometry, card.classes)
+        result = volume_statistics(labels, valid, geometry, names)
     identity = model_fingerprint(card)
     model = {key: identity[key] for key in ("name", "version", "weights_sha256", "tta", "postprocess")}
     return {"model": model, "inputs": image_attrs["paths"], **result}

@@ -1,0 +1,41 @@
+"""The flood-mapping flow with a reference: labels, statistics and result in the flood classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from flows.flood_mapping import flood_mapping
+from tests.flows import builders
+from tests.helpers import Threshold, save_torchscript, write_card, write_geotiff
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_flood_mapping_with_reference_water_writes_the_flood_classes(tmp_path: Path) -> None:
+    scene = builders.scene(tmp_path / "in", "scene")
+    save_torchscript(Threshold(builders.THRESHOLD), tmp_path / "model.ts")
+    card = write_card(tmp_path, name="water-threshold", classes=["land", "water"])
+    with rasterio.open(scene) as src:
+        water = src.read(1) > builders.THRESHOLD
+        reference_mask = np.zeros((1, *water.shape), dtype=np.uint8)
+        reference_mask[0, :, :100] = 1  # the reference's water: the left half
+        reference = write_geotiff(
+            tmp_path / "reference.tif", reference_mask, crs=src.crs.to_string(), transform=src.transform
+        )
+    out = tmp_path / "out"
+
+    result = flood_mapping(str(scene), str(card), str(out), regions=2, reference_water=str(reference))
+
+    expected = np.zeros(water.shape, dtype=np.uint8)
+    expected[:, :100][water[:, :100]] = 1
+    expected[:, 100:][water[:, 100:]] = 2
+    with rasterio.open(out / "scene.tif") as labels:
+        assert np.array_equal(labels.read(1), expected)
+    assert result.classes == ["land", "permanent_water", "flood_water"]
+    stats = json.loads((out / "scene.stats.json").read_text())
+    assert stats["classes"]["flood_water"]["pixels"] == int((expected == 2).sum())
+    assert stats["reference"]["path"] == str(reference)
