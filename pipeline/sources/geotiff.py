@@ -38,6 +38,8 @@ CHUNK_TARGET = 1024
 # (/vsis3/, /vsigs/, /vsiaz/ ...) treat a file as absent unless its name ends with one of
 # these extensions, so none is fetched; inline Python in VRT pixel functions never runs.
 NO_NETWORK = {"CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".segpipe-network-disabled"}
+# For remote inputs: a presigned URL signs GET only, so /vsicurl/ learns a file's size from a GET.
+REMOTE = {"CPL_VSIL_CURL_USE_HEAD": "NO"}
 # Drivers that fetch over HTTP by themselves (from a small XML or JSON description), or
 # that read datasets named in their own index, unchecked by pipeline.sources.references (GTI).
 NETWORK_DRIVERS = frozenset(
@@ -59,7 +61,7 @@ class _Credentials(rasterio.session.Session):  # type: ignore[misc]
 def gdal_env(remote: bool = False) -> rasterio.Env:
     """GDAL settings for every read and write; network access (to object storage, with the
     settings of ``pipeline.storage.S3Config``) only when ``remote``."""
-    network = S3Config.from_environment().gdal_options() if remote else NO_NETWORK
+    network = {**S3Config.from_environment().gdal_options(), **REMOTE} if remote else NO_NETWORK
     keys = {name: network.pop(name) for name in CREDENTIALS if name in network}
     return rasterio.Env(
         session=_Credentials(keys) if keys else None,

@@ -10,6 +10,7 @@ other key is refused, as AWS would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,6 +99,7 @@ class S3Server:
             "s3",
             endpoint_url=self.endpoint,
             region_name=REGION,
+            config=Config(signature_version="s3v4"),
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
         )
@@ -115,6 +118,7 @@ def s3_server() -> Iterator[S3Server]:
     from moto.core.authorization import ActionAuthenticatorMixin
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     recorder = Recorder(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", 0, recorder, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
