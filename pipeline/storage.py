@@ -29,8 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig
 
 from pipeline.errors import InputError, NotFoundError, OutputError, SegpipeError, UsageError
 
@@ -144,17 +147,17 @@ class S3Config:
         if self.endpoint:
             config |= {"endpoint": self.endpoint, "virtual_hosted_style_request": False}
         http = bool(self.endpoint and self.endpoint.startswith("http://"))
-        options = {"allow_http": http, "timeout": f"{TIMEOUT_S}s", "connect_timeout": "5s"}
+        options: ClientConfig = {"allow_http": http, "timeout": f"{TIMEOUT_S}s", "connect_timeout": "5s"}
         return S3Store(bucket, client_options=options, retry_config=RETRY, **config)
 
 
 # Few and quick retries: a refused connection or a wrong key is reported, not waited out.
-RETRY = {"max_retries": 1, "retry_timeout": timedelta(seconds=10)}
+RETRY: RetryConfig = {"max_retries": 1, "retry_timeout": timedelta(seconds=10)}
 
 
 def _profile_keys(profile: str) -> tuple[str | None, str | None, str | None]:
     try:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
     except ImportError:
         raise UsageError(
             f"AWS_PROFILE={profile}: reading a profile needs boto3 (pip install boto3)"
@@ -308,6 +311,13 @@ class ObjectFile(io.RawIOBase):
         if not self.closed:
             self._reader.close()
         super().close()
+
+
+def object_size(stream: io.BufferedReader) -> int:
+    """The size of the object ``open_object`` opened (known from its lookup: no request)."""
+    raw = stream.raw
+    assert isinstance(raw, ObjectFile)
+    return raw.size
 
 
 def open_object(url: str, config: S3Config | None = None) -> io.BufferedReader:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from pipeline.errors import DeclaredSizeError, InputError
-from pipeline.storage import is_url, open_object, shown, url_of
+from pipeline.storage import is_url, object_size, open_object, shown, url_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -201,7 +201,7 @@ def check_raster(path: Path, src: Any, max_pixels: int) -> None:
         check_tiff(path)
     elif src.driver == "GTiff" and url_of(path).startswith("s3://"):
         with open_object(url_of(path)) as stream:
-            check_tiff(path, stream, stream.raw.size)
+            check_tiff(path, stream, object_size(stream))
 
 
 def check_tiff(path: Path, stream: BinaryIO | None = None, size: int | None = None) -> None:

@@ -9,6 +9,7 @@ other key is refused, as AWS would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from botocore.config import Config
 import pytest
+from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 SCENE = REPO / "data" / "samples" / "Spain_7370579_S1Hand.tif"
@@ -34,12 +35,13 @@ class Served:
     path: str
     range: str | None
     status: int
-    sent: int
+    sent: int  # body bytes answered
+    received: int  # body bytes sent to the server (Content-Length)
 
 
 @dataclass
 class Recorder:
-    """A WSGI middleware that records each request and the body bytes sent back."""
+    """A WSGI middleware that records each request and the body bytes either way."""
 
     app: Any
     log: list[Served] = field(default_factory=list)
@@ -64,6 +66,7 @@ class Recorder:
                     environ.get("HTTP_RANGE"),
                     status[0],
                     sent,
+                    int(environ.get("CONTENT_LENGTH") or 0),
                 )
             )
 
@@ -110,12 +113,12 @@ class S3Server:
         return [item["Key"] for item in listed.get("Contents", []) if item["Key"].startswith(prefix)]
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """moto's server on 127.0.0.1 and a free port, with the sample scene uploaded."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+@contextlib.contextmanager
+def running_s3_server() -> Iterator[S3Server]:
+    """moto's server on 127.0.0.1 and a free port, IAM checks on, the sample scene uploaded."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
@@ -128,16 +131,28 @@ def s3_server() -> Iterator[S3Server]:
     # what moto's /moto-api/reset-auth does: the next three requests go unchecked, the rest are checked
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 3
     ActionAuthenticatorMixin.request_count = 0
-    iam = boto3.client("iam", endpoint_url=endpoint, **admin)
-    iam.create_user(UserName="segpipe")
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="segpipe", PolicyName="s3", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="segpipe")["AccessKey"]
-    running = S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], recorder)
-    client = running.client()
-    client.create_bucket(Bucket=BUCKET)
-    client.upload_file(str(SCENE), BUCKET, "in/scene.tif")
-    yield running
-    server.shutdown()
-    thread.join()
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    try:
+        iam = boto3.client("iam", endpoint_url=endpoint, **admin)
+        iam.create_user(UserName="segpipe")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="segpipe", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="segpipe")["AccessKey"]
+        running = S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"], recorder)
+        client = running.client()
+        client.create_bucket(Bucket=BUCKET)
+        client.upload_file(str(SCENE), BUCKET, "in/scene.tif")
+        yield running
+    finally:
+        server.shutdown()
+        thread.join()
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The S3 server the tests of this folder share."""
+    with running_s3_server() as server:
+        yield server

@@ -59,7 +59,8 @@ def test_config_comes_from_the_standard_variables_and_reaches_gdal_unchanged() -
     assert options["AWS_REGION"] == "eu-west-1"
     assert (options["AWS_ACCESS_KEY_ID"], options["AWS_SECRET_ACCESS_KEY"]) == ("AKIDEXAMPLE", "very-secret")
     assert options["AWS_SESSION_TOKEN"] == "token-secret"
-    assert "secret" not in repr(config) and "AKIDEXAMPLE" not in repr(config)
+    assert "secret" not in repr(config)
+    assert "AKIDEXAMPLE" not in repr(config)
     # AWS_REGION wins over AWS_DEFAULT_REGION; no keys: unsigned requests, no custom endpoint: AWS itself
     public = S3Config.from_environment({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "eu-west-1"})
     assert public.gdal_options() == {"AWS_REGION": "us-west-2", "AWS_NO_SIGN_REQUEST": "YES"}
@@ -69,17 +70,24 @@ def test_urls_survive_as_gdal_paths_and_are_shown_without_their_query() -> None:
     signed = "https://host:9000/b/scene.tif?X-Amz-Credential=AKID%2F&X-Amz-Signature=abc&x=1"
     for url in ("s3://bucket/folder/scene.tif", signed):
         path = gdal_path(url)
-        assert is_url(path) and is_url(url)
+        assert is_url(path)
+        assert is_url(url)
         assert url_of(Path(str(path))) == url  # a Path keeps it: nothing to collapse
     assert str(gdal_path("s3://bucket/folder/scene.tif")) == "/vsis3/bucket/folder/scene.tif"
     assert shown(gdal_path(signed)) == "https://host:9000/b/scene.tif"
     assert redact("https://user:pw@host/a.tif?sig=1") == "https://host/a.tif"
-    assert not is_url("scene.tif") and not is_url(Path("s3:/collapsed/by/path"))
+    assert not is_url("scene.tif")
+    assert not is_url(Path("s3:/collapsed/by/path"))
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], env={**env, "PYTHONPATH": str(REPO)}, cwd=cwd, capture_output=True, text=True, check=False
+        [*CLI, *args],
+        env={**env, "PYTHONPATH": str(REPO)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -165,7 +173,8 @@ def test_a_cog_over_https_is_read_with_range_requests_not_downloaded(
         want = src.read(window=rasterio.windows.Window(1024, 512, 256, 256))
     assert np.array_equal(window, want)
     served = s3_server.recorder.requests_for("cog/big.tif")[before:]
-    assert served and all(request.range is not None for request in served if request.method == "GET")
+    assert served
+    assert all(request.range is not None for request in served if request.method == "GET")
     sent = sum(request.sent for request in served)
     assert sent < size / 4, f"{sent} of {size} bytes served for one 256x256 window"
     assert head(url).size == size  # looked up by a one-byte range read (the URL signs GET only)
@@ -225,7 +234,9 @@ def test_bad_remote_input_exits_2_with_one_line_naming_the_url(
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert code == 2, captured.err
-    assert len(lines) == 1 and lines[0].startswith(f"error: {url}: ") and problem in lines[0], lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {url}: ")
+    assert problem in lines[0]
     for secret in (s3_server.secret_access_key, "wrong-secret-not-shown", s3_server.access_key_id):
         assert secret not in captured.err + captured.out
     use_server(monkeypatch, s3_server)
@@ -269,7 +280,9 @@ def test_a_volume_in_a_bucket_gives_the_labels_of_the_local_file(
     use_server(monkeypatch, s3_server)
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(3)
-    volume = write_nifti(tmp_path / "ct.nii.gz", rng.normal(0, 400, (40, 36, 24)).astype(np.float32), lps_affine())
+    volume = write_nifti(
+        tmp_path / "ct.nii.gz", rng.normal(0, 400, (40, 36, 24)).astype(np.float32), lps_affine()
+    )
     s3_server.client().upload_file(str(volume), BUCKET, "volumes/ct.nii.gz")
     assert main(["segment", str(volume), "-m", "random-unet-3d", "-o", "local.nii"]) == 0
     url = f"s3://{BUCKET}/volumes/ct.nii.gz"
@@ -290,7 +303,10 @@ def test_a_volume_whose_header_declares_too_much_is_refused_before_its_body_move
     code = main(["segment", url, "-m", "random-unet-3d", "-o", "labels.nii", "--max-pixels", "100000"])
     assert code == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith(f"error: {url}: declares 64x64x64") and "--max-pixels" in error[0]
+    assert len(error) == 1
+    assert error[0].startswith(f"error: {url}: declares 64x64x64")
+    assert "--max-pixels" in error[0]
     gets = [r for r in s3_server.recorder.requests_for("volumes/big.nii.gz")[before:] if r.method == "GET"]
-    assert gets and all(request.range is not None for request in gets)  # the header's range read only
+    assert gets
+    assert all(request.range is not None for request in gets)  # the header's range read only
     assert list(tmp_path.iterdir()) == [volume]
