@@ -35,8 +35,8 @@ MAX_PARAMETERS = 8
 # The order is the data path (input files -> sources -> ingest -> engine -> sinks, with run
 # around it and cli on top); ``grids`` holds the geometry that readers and writers share, so
 # it comes first (not second, as in the data path: the readers import it). ``storage`` (object
-# storage: URLs, credentials, uploads) is where inputs come from and outputs go, below them all. ``errors`` and
-# ``logsafe`` may be imported by every part. Derived from the code: an import that goes
+# storage: URLs, credentials, uploads) is where inputs come from and outputs go, below them
+# all. ``errors`` and ``logsafe`` may be imported by every part. Derived from the code: an import that goes
 # against the data path is listed in BACKWARD, not here.
 BASE = frozenset({"errors", "logsafe"})
 ALLOWED: Mapping[str, frozenset[str]] = {
