@@ -99,6 +99,7 @@ def test_scene_in_a_bucket_gives_the_labels_of_the_local_file(tmp_path: Path, s3
     local = run_cli([str(SCENE), "-m", "flood-s1", "-o", "local.tif", "--stats", "local.json"], env, tmp_path)
     assert local.returncode == 0, local.stderr
     out = "s3://scenes/same/scene-water"
+    before = len(s3_server.recorder.log)
     remote = run_cli(
         [
             f"s3://{BUCKET}/in/scene.tif",
@@ -118,6 +119,12 @@ def test_scene_in_a_bucket_gives_the_labels_of_the_local_file(tmp_path: Path, s3
         tmp_path,
     )
     assert remote.returncode == 0, remote.stderr
+    # what the run cost (docs/cluster.md): the striped chip is read about once, by range requests
+    served = s3_server.recorder.log[before:]
+    reads = [request for request in served if request.method == "GET" and "in/scene.tif" in request.path]
+    assert all(request.range is not None for request in reads)
+    assert sum(request.sent for request in reads) < 1.1 * SCENE.stat().st_size
+    assert [request.method for request in served].count("PUT") == 3  # one complete PUT per output
     assert sorted(s3_server.keys("same/")) == [f"same/scene-water.{ext}" for ext in ("gpkg", "json", "tif")]
     client = s3_server.client()
     fetched = tmp_path / "fetched.tif"
