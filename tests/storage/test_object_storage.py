@@ -66,6 +66,18 @@ def test_config_comes_from_the_standard_variables_and_reaches_gdal_unchanged() -
     assert public.gdal_options() == {"AWS_REGION": "us-west-2", "AWS_NO_SIGN_REQUEST": "YES"}
 
 
+def test_a_profile_gives_its_keys_to_both_libraries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[flood]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = p-secret\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent-config"))
+    config = S3Config.from_environment({"AWS_PROFILE": "flood", "AWS_ENDPOINT_URL": "https://s3.example.org"})
+    options = config.gdal_options()
+    assert (options["AWS_ACCESS_KEY_ID"], options["AWS_SECRET_ACCESS_KEY"]) == ("AKIDPROFILE", "p-secret")
+    assert options["AWS_HTTPS"] == "YES"
+    assert (config.access_key_id, config.secret_access_key) == ("AKIDPROFILE", "p-secret")
+
+
 def test_urls_survive_as_gdal_paths_and_are_shown_without_their_query() -> None:
     signed = "https://host:9000/b/scene.tif?X-Amz-Credential=AKID%2F&X-Amz-Signature=abc&x=1"
     for url in ("s3://bucket/folder/scene.tif", signed):
