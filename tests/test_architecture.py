@@ -34,22 +34,25 @@ MAX_PARAMETERS = 8
 # Which part of ``pipeline`` may import which: a part is a subpackage or a top-level module.
 # The order is the data path (input files -> sources -> ingest -> engine -> sinks, with run
 # around it and cli on top); ``grids`` holds the geometry that readers and writers share, so
-# it comes first (not second, as in the data path: the readers import it). ``errors``,
-# ``logsafe`` and ``progress`` (the hook stages report to) may be imported by every part.
-# Derived from the code: an import that goes against the data path is listed in BACKWARD.
+# it comes first (not second, as in the data path: the readers import it). ``storage`` (object
+# storage: URLs, credentials, uploads) is where inputs come from and outputs go, below them
+# all. ``errors``, ``logsafe`` and ``progress`` (the hook stages report to) may be imported by
+# every part. Derived from the code: an import that goes against the data path is listed in
+# BACKWARD.
 BASE = frozenset({"errors", "logsafe", "progress"})
 ALLOWED: Mapping[str, frozenset[str]] = {
     "errors": frozenset(),
     "logsafe": frozenset({"errors"}),
     "progress": frozenset(),
+    "storage": BASE,
     "grids": BASE,
-    "sources": BASE | {"grids"},
+    "sources": BASE | {"storage", "grids"},
     "ingest": BASE | {"grids", "sources"},
     "engine": BASE | {"grids", "ingest"},
-    "sinks": BASE | {"grids", "sources", "ingest", "engine"},
-    "run": BASE | {"grids", "sources", "ingest", "engine", "sinks"},
+    "sinks": BASE | {"storage", "grids", "sources", "ingest", "engine"},
+    "run": BASE | {"storage", "grids", "sources", "ingest", "engine", "sinks"},
     "train": BASE | {"grids", "sources", "ingest", "engine", "sinks", "run"},
-    "cli": BASE | {"grids", "sources", "ingest", "engine", "sinks", "run", "train"},
+    "cli": BASE | {"storage", "grids", "sources", "ingest", "engine", "sinks", "run", "train"},
 }
 
 # Imports that go against the data path today, each closing a cycle between parts

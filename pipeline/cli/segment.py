@@ -13,6 +13,7 @@ from pipeline.cli.app import Overwrite, Quiet, Verbose, configure_logging, examp
 from pipeline.cli.progress import with_progress
 from pipeline.errors import NotFoundError, UsageError
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS
+from pipeline.storage import StagedOutputs, gdal_path, is_url
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -25,9 +26,10 @@ def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
 
 
 def _check_paths(inputs: list[Path], model: str) -> None:
-    """The cheap checks, before the heavy imports: inputs exist, a card given as a path exists."""
+    """The cheap checks, before the heavy imports: inputs exist, a card given as a path exists
+    (an input in object storage is looked up when it is opened)."""
     for path in inputs:
-        if not path.exists():
+        if not is_url(path) and not path.exists():
             raise NotFoundError(f"{path}: file not found")
     if (model.endswith((".yaml", ".yml")) or os.sep in model) and not Path(model).is_file():
         raise NotFoundError(f"{model}: model card not found")
@@ -72,17 +74,23 @@ EPILOG = examples(
 
 def segment(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Input file(s): a GeoTIFF, single-band files, or a NIfTI.")
+        list[str],
+        typer.Argument(
+            help="Input file(s): a GeoTIFF, single-band files, or a NIfTI; or s3:// or https:// URLs."
+        ),
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model card path or bundled card name.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Labels: .tif (COG), .nii/.nii.gz, or .dcm (DICOM SEG).")
+        str,
+        typer.Option(
+            "--output", "-o", help="Labels: .tif (COG), .nii/.nii.gz, or .dcm (DICOM SEG); or s3:// URL."
+        ),
     ],
     probabilities: Annotated[
-        Path | None, typer.Option("--probabilities", help="Also write float32 class probabilities here.")
+        str | None, typer.Option("--probabilities", help="Also write float32 class probabilities here.")
     ] = None,
     polygons: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--polygons", help="Class polygons (.gpkg, .geojson)."),
     ] = None,
     polygon_classes: Annotated[
@@ -91,7 +99,7 @@ def segment(
     min_area: Annotated[float, typer.Option("--min-area", help="Drop polygons under this area (m2).")] = 0.0,
     simplify: Annotated[float, typer.Option("--simplify", help="Simplify tolerance (pixels).")] = 0.0,
     stats: Annotated[
-        Path | None, typer.Option("--stats", help="Per-class counts and areas (km2) or volumes (mL), JSON.")
+        str | None, typer.Option("--stats", help="Per-class counts and areas (km2) or volumes (mL), JSON.")
     ] = None,
     bands: Annotated[
         str | None, typer.Option("--bands", help="Bands for the card's channels: 1-based indices or names.")
@@ -158,19 +166,24 @@ def segment(
 ) -> None:
     """Segment INPUT with MODEL and write the labels to OUTPUT on the input's own grid."""
     configure_logging(verbose, quiet)
-    _check_paths([*inputs, *(path for path in (reference_water, pre_event) if path is not None)], model)
-    _check_quicklook(quicklook, output)
+    sources = [gdal_path(text) if is_url(text) else Path(text) for text in inputs]
+    _check_paths([*sources, *(path for path in (reference_water, pre_event) if path is not None)], model)
+    # outputs named by URL are written under a local scratch folder, uploaded at the end
+    staged = StagedOutputs([output, probabilities, polygons, stats], overwrite)
+    labels, probabilities_path, polygons_path, stats_path = staged.paths
+    assert labels is not None
+    _check_quicklook(quicklook, labels)
     from pipeline.run.segment import segment as run_segment
     from pipeline.run.spec import RunSpec
     from unet.card import load_card
 
     spec = RunSpec.of(
-        inputs,
+        sources,
         model,
-        output,
-        probabilities=probabilities,
-        polygons=polygons,
-        stats=stats,
+        labels,
+        probabilities=probabilities_path,
+        polygons=polygons_path,
+        stats=stats_path,
         polygon_classes=polygon_classes.split(",") if polygon_classes else None,
         min_area_m2=min_area,
         simplify=simplify,
@@ -202,6 +215,7 @@ def segment(
     if quicklook is not None:
         _write_quicklook(spec, card, result, quicklook)
         logging.getLogger("segpipe").info("wrote %s", quicklook)
+    staged.upload()
 
 
 def register(app: typer.Typer) -> None:

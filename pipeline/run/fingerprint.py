@@ -5,8 +5,10 @@ One function builds it, for the CLI's resume and for the flows' done manifests a
 * ``format_version``: bumped whenever outputs or intermediates are written differently;
 * ``inputs``: the inputs as given (resolved paths) and one record per file read: path,
   size, modification time and a SHA-256 of its first ``HEADER_BYTES`` (the whole file
-  when smaller); a folder (DICOM series) is recorded by a SHA-256 of its sorted listing
-  (relative path, size, mtime of every file), not by reading every slice;
+  when smaller); an object in a bucket or on a server by its URL (without query), size,
+  ETag and last-modified time (nothing downloaded); a folder (DICOM series) is recorded
+  by a SHA-256 of its sorted listing (relative path, size, mtime of every file), not by
+  reading every slice;
 * ``model``: the card's name and version, a SHA-256 of its validated content and of each
   weights file (so weights retrained under the same card path change it), and its
   ``tta`` and ``postprocess`` as the card spells them;
@@ -26,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.storage import head, is_url, shown, url_of
 from unet.card import ModelCard
 from unet.identity import file_sha256, model_fingerprint
 
@@ -45,8 +48,16 @@ def _folder_record(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "files": len(lines), "listing_sha256": listing}
 
 
+def _object_record(path: Path) -> dict[str, Any]:
+    """An object in a bucket or on a server, by what its server says of it (nothing downloaded)."""
+    info = head(url_of(path))
+    return {"url": shown(path), "size": info.size, "etag": info.etag, "last_modified": info.last_modified}
+
+
 def input_record(path: Path) -> dict[str, Any]:
     """What identifies one input's content: see the module docstring."""
+    if is_url(path):
+        return _object_record(path)
     if not path.exists():
         return {"path": str(path.resolve()), "missing": True}
     if path.is_dir():
@@ -67,16 +78,17 @@ def fingerprint(
 
     Referenced files inside a folder input are covered by the folder's listing.
     """
-    folders = [path.resolve() for path in inputs if path.is_dir()]
+    folders = [path.resolve() for path in inputs if not is_url(path) and path.is_dir()]
     extra = [
         path
         for path in referenced
-        if not any(folder == path.resolve() or folder in path.resolve().parents for folder in folders)
+        if is_url(path)
+        or not any(folder == path.resolve() or folder in path.resolve().parents for folder in folders)
     ]
     files = list(dict.fromkeys([*inputs, *extra]))
     return {
         "format_version": FORMAT_VERSION,
-        "inputs": [str(path.resolve()) for path in inputs],
+        "inputs": [shown(path) if is_url(path) else str(path.resolve()) for path in inputs],
         "files": [input_record(path) for path in files],
         "model": model_fingerprint(card),
         "options": json.loads(json.dumps(dict(options))),

@@ -16,6 +16,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import rasterio
+import rasterio.session
 import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -27,6 +28,7 @@ from pipeline.grids.georef import Grid, at_resolution, resamplable_onto, same_gr
 from pipeline.sources.image import SourceImage
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS, check_declared_size, check_raster
 from pipeline.sources.registry import Opened, OpenOptions, Reader, by_name, register
+from pipeline.storage import S3Config, is_url, shown
 
 GDAL_CACHE_MB = 64
 CHUNK_TARGET = 1024
@@ -36,6 +38,8 @@ CHUNK_TARGET = 1024
 # (/vsis3/, /vsigs/, /vsiaz/ ...) treat a file as absent unless its name ends with one of
 # these extensions, so none is fetched; inline Python in VRT pixel functions never runs.
 NO_NETWORK = {"CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".segpipe-network-disabled"}
+# For remote inputs: a presigned URL signs GET only, so /vsicurl/ learns a file's size from a GET.
+REMOTE = {"CPL_VSIL_CURL_USE_HEAD": "NO"}
 # Drivers that fetch over HTTP by themselves (from a small XML or JSON description), or
 # that read datasets named in their own index, unchecked by pipeline.sources.references (GTI).
 NETWORK_DRIVERS = frozenset(
@@ -44,10 +48,23 @@ NETWORK_DRIVERS = frozenset(
 )
 
 
+class _Credentials(rasterio.session.Session):  # type: ignore[misc]
+    """The keys of ``S3Config.gdal_options`` the way rasterio takes them (it refuses them as options)."""
+
+    def __init__(self, options: dict[str, str]) -> None:
+        self.options = options
+
+    def get_credential_options(self) -> dict[str, str]:
+        return self.options
+
+
 def gdal_env(remote: bool = False) -> rasterio.Env:
-    """GDAL settings for every read and write; network access only when ``remote``."""
-    network = {} if remote else NO_NETWORK
+    """GDAL settings for every read and write; network access (to object storage, with the
+    settings of ``pipeline.storage.S3Config``) only when ``remote``."""
+    network = {**S3Config.from_environment().gdal_options(), **REMOTE} if remote else NO_NETWORK
+    keys = {name: network.pop(name) for name in CREDENTIALS if name in network}
     return rasterio.Env(
+        session=_Credentials(keys) if keys else None,
         GDAL_CACHEMAX=GDAL_CACHE_MB,
         GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
         GDAL_VRT_ENABLE_PYTHON="NO",
@@ -56,14 +73,15 @@ def gdal_env(remote: bool = False) -> rasterio.Env:
 
 
 def _open(path: Path, remote: bool = False) -> Any:
-    if not path.exists():
+    if not is_url(path) and not path.exists():
         raise NotFoundError(f"{path}: file not found")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # said once, in open_bands
             src = rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"{path}: not a readable raster ({str(exc).splitlines()[0]})") from None
+        reason = "" if is_url(path) else f" ({str(exc).splitlines()[0]})"  # GDAL's names the signed URL
+        raise InputError(f"{shown(path)}: not a readable raster{reason}") from None
     if not remote and src.driver in NETWORK_DRIVERS:
         src.close()
         raise InputError(
@@ -72,6 +90,7 @@ def _open(path: Path, remote: bool = False) -> Any:
     return src
 
 
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 CATEGORICAL_NAMES = {"scl", "qa", "qa_pixel", "qa_radsat", "fmask", "mask", "classification", "cloud_mask"}
 
 
@@ -143,7 +162,10 @@ class _WindowReader:
             return self._read(key)
         except RasterioIOError as exc:  # a truncated or corrupt file fails here, not at open
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{self.path}: cannot read pixels (truncated or corrupt?): {reason}") from None
+            reason = "" if is_url(self.path) else f": {reason}"  # GDAL's names the signed URL
+            raise InputError(
+                f"{shown(self.path)}: cannot read pixels (truncated or corrupt?){reason}"
+            ) from None
 
     def _read(self, key: tuple[slice, slice, slice]) -> np.ndarray:
         band_slice, rows, cols = key

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 from pipeline.errors import DeclaredSizeError, InputError
+from pipeline.storage import is_url, object_size, open_object, shown, url_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -196,23 +197,28 @@ def check_raster(path: Path, src: Any, max_pixels: int) -> None:
         for rows, cols in set(src.block_shapes):
             block = (src.count, rows, cols)
             check_declared_size(path, block, max_pixels // BLOCK_SHARE, "samples each", "declares blocks of")
-    if src.driver == "GTiff":
+    if src.driver == "GTiff" and not is_url(path):
         check_tiff(path)
+    elif src.driver == "GTiff" and url_of(path).startswith("s3://"):
+        with open_object(url_of(path)) as stream:
+            check_tiff(path, stream, object_size(stream))
 
 
-def check_tiff(path: Path) -> None:
+def check_tiff(path: Path, stream: BinaryIO | None = None, size: int | None = None) -> None:
     """Every image of the TIFF lists one offset and byte count per tile/strip, all inside the file.
 
-    A block with offset and byte count 0 is sparse (GDAL reads it as nodata) and allowed.
+    A block with offset and byte count 0 is sparse (GDAL reads it as nodata) and allowed. An
+    object in a bucket is read through ``stream`` (range requests: the IFDs only), ``size`` long.
     """
     import numpy as np
     import tifffile
 
-    size = path.stat().st_size
+    size = path.stat().st_size if size is None else size
+    name = shown(path)
     quiet = logging.getLogger("tifffile")
     level, quiet.level = quiet.level, logging.CRITICAL  # its complaints end in our one-line refusal
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with tifffile.TiffFile(path if stream is None else stream) as tiff:
             for number, page in enumerate(tiff.pages):
                 if not isinstance(page, tifffile.TiffPage):
                     continue
@@ -221,7 +227,7 @@ def check_tiff(path: Path) -> None:
                 expected = math.prod(page.chunked)
                 if len(offsets) != len(counts) or len(offsets) < expected:
                     raise DeclaredSizeError(
-                        f"{path}: image {number} declares {page.imagelength}x{page.imagewidth} pixels in "
+                        f"{name}: image {number} declares {page.imagelength}x{page.imagewidth} pixels in "
                         f"{expected:,} blocks but lists {len(offsets):,} offsets and {len(counts):,} "
                         "byte counts"
                     )
@@ -232,7 +238,7 @@ def check_tiff(path: Path) -> None:
                 if outside.size:
                     k = int(outside[0])
                     raise DeclaredSizeError(
-                        f"{path}: image {number} of {page.imagelength}x{page.imagewidth} pixels: block {k} "
+                        f"{name}: image {number} of {page.imagelength}x{page.imagewidth} pixels: block {k} "
                         f"at offset {int(offsets[k]):,} with {int(counts[k]):,} bytes ends past the end of "
                         f"the file ({size:,} bytes; {outside.size} such blocks)"
                     )
@@ -240,7 +246,7 @@ def check_tiff(path: Path) -> None:
         if isinstance(exc, InputError):
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path}: unreadable TIFF structure ({reason})") from None
+        raise InputError(f"{name}: unreadable TIFF structure ({reason})") from None
     finally:
         quiet.setLevel(level)
 
