@@ -14,9 +14,10 @@ import yaml
 from safetensors.torch import load_file
 
 from pipeline.cli import main
-from pipeline.errors import CardError, InputError
+from pipeline.errors import CardError, InputError, UsageError
 from pipeline.run.segment import SegmentOptions, segment
-from pipeline.train.trainer import TrainOptions, run_training
+from pipeline.train.options import TrainOptions, augmentation_for
+from pipeline.train.trainer import run_training
 from tests.helpers import REPO, lps_affine, shared_file, write_geotiff, write_nifti
 from unet.card import load_card
 from unet.metrics import dice_iou
@@ -132,6 +133,56 @@ def test_cli_train(tmp_path: Path) -> None:
     assert main(["train", *args]) == 0
     assert load_card(output).classes == ["background", "blob"]
     assert main(["train", *args[:-2], "5:2", "-q"]) == 2
+
+
+@pytest.mark.parametrize(
+    "sar", [{"speckle_db": 0.05}, {"gain_db": 0.05}, {"class_weights": "inverse"}, {"class_weights": "sqrt"}]
+)
+def test_sar_options_reach_the_training(tmp_path: Path, sar: dict[str, Any]) -> None:
+    image, labels = _chip(tmp_path)
+    template = _template(tmp_path, 2)
+    plain = run_training([image], [labels], template, tmp_path / "plain.yaml", _quick())
+    changed = run_training([image], [labels], template, tmp_path / "sar.yaml", _quick(**sar))
+    before, after = load_file(str(plain.weights)), load_file(str(changed.weights))
+    assert any(not (before[key] == after[key]).all() for key in before)
+    description = load_card(changed.card).description
+    if "class_weights" in sar:
+        assert f"cross-entropy class weights {sar['class_weights']} (background " in description
+    else:
+        assert "speckle noise up to" in description
+
+
+def test_db_options_convert_through_the_window() -> None:
+    card = load_card("flood-s1")  # window -30..5 dB: 35 dB span the input's [0, 1]
+    augmentation = augmentation_for(card, TrainOptions(speckle_db=3.5, gain_db=1.75))
+    assert augmentation.noise == pytest.approx(0.1)
+    assert augmentation.gain == pytest.approx(0.05)
+    assert augmentation_for(card, TrainOptions()) == TrainOptions().augmentation
+
+
+def test_db_options_are_refused_without_a_window(tmp_path: Path) -> None:
+    image, labels = _chip(tmp_path)
+    template = _template(tmp_path, 2)
+    data = yaml.safe_load(template.read_text())
+    data["inputs"]["normalization"] = {"kind": "zscore", "mean": [0.2], "std": [0.1]}
+    template.write_text(yaml.safe_dump(data))
+    with pytest.raises(UsageError, match="--speckle-db/--gain-db need inputs in dB"):
+        run_training([image], [labels], template, tmp_path / "x.yaml", _quick(speckle_db=1.0))
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_cli_train_sar_options(tmp_path: Path) -> None:
+    image, labels = _chip(tmp_path)
+    output = tmp_path / "cli.yaml"
+    args = [str(image), "--label", str(labels), "--card", str(_template(tmp_path, 2)), "-o", str(output)]
+    args += ["--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2", "-q"]
+    sar = ["--speckle-db", "0.5", "--gain-db", "0.25", "--class-weights", "sqrt"]
+    assert main(["train", *args, *sar]) == 0
+    description = load_card(output).description
+    assert "speckle noise up to 0.5 dB, gain offset up to 0.25 dB" in description
+    assert "cross-entropy class weights sqrt" in description
+    for bad in (["--class-weights", "median"], ["--speckle-db", "-1"], ["--gain-db", "nan"]):
+        assert main(["train", *args, "--overwrite", *bad]) == 2
 
 
 def test_label_values_outside_the_classes_are_refused(tmp_path: Path) -> None:
