@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -230,7 +231,8 @@ def test_flood_s1_beats_otsu_on_the_right_half(tmp_path: Path) -> None:
     s2, _ = flood.read(s2_path)
     truth = flood.water_labels(s1, s2)
     mask = tmp_path / "water.tif"
-    segment([s1_path], load_card("flood-s1"), mask, SegmentOptions(device="cpu"))
+    card = load_card("flood-s1")
+    segment([s1_path], card, mask, SegmentOptions(device="cpu"))
     with rasterio.open(mask) as src:
         predicted = src.read(1)
     threshold = flood.otsu_threshold(s1[0][:, :256])
@@ -239,3 +241,13 @@ def test_flood_s1_beats_otsu_on_the_right_half(tmp_path: Path) -> None:
     otsu_dice, otsu_iou = dice_iou(otsu[:, 256:], truth[:, 256:], 2)
     assert model_iou[1] > otsu_iou[1]
     assert model_dice[1] > otsu_dice[1]
+    held_out = re.search(r"right half .*?: water IoU ([0-9.]+), Dice ([0-9.]+)", card.description, re.S)
+    assert held_out is not None, "the card states its held-out scores"
+    assert float(held_out[1]) == pytest.approx(model_iou[1], abs=6e-4)  # the figures it states are true
+    assert float(held_out[2]) == pytest.approx(model_dice[1], abs=6e-4)
+
+
+def test_flood_s1_states_its_limits() -> None:
+    description = " ".join(load_card("flood-s1").description.split())
+    for limit in ("one training chip", "one event", "one season", "one orbit", "Sentinel-2"):
+        assert limit in description
