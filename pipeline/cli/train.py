@@ -62,13 +62,25 @@ def train(
         float, typer.Option("--foreground", help="Share of patches centred on a foreground pixel.")
     ] = 0.5,
     init: Annotated[Path | None, typer.Option("--init", help="Weights to fine-tune from.")] = None,
+    speckle_db: Annotated[
+        float,
+        typer.Option("--speckle-db", help="SAR: per-pixel noise in dB, std up to this (window cards)."),
+    ] = 0.0,
+    gain_db: Annotated[
+        float, typer.Option("--gain-db", help="SAR: per-patch offset in dB on all channels, up to +-this.")
+    ] = 0.0,
+    class_weights: Annotated[
+        str,
+        typer.Option("--class-weights", help="Cross-entropy class weights: none, inverse or sqrt frequency."),
+    ] = "none",
     overwrite: Overwrite = False,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a card's MONAI U-Net on image/label pairs; write a card + .safetensors that segment runs."""
     configure_logging(verbose, quiet)
-    from pipeline.train.trainer import TrainOptions, run_training
+    from pipeline.train.options import TrainOptions
+    from pipeline.train.trainer import run_training
 
     options = TrainOptions(
         epochs=epochs,
@@ -81,6 +93,9 @@ def train(
         train_columns=_span(train_columns, "--train-columns"),
         val_columns=_span(val_columns, "--val-columns"),
         init=init,
+        speckle_db=speckle_db,
+        gain_db=gain_db,
+        class_weights=class_weights,  # type: ignore[arg-type]  # TrainOptions refuses other values
         overwrite=overwrite,
     )
     result = with_progress(

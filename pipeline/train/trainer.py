@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from pipeline.sources.bands import select_bands
 from pipeline.sources.geotiff import open_raster
 from pipeline.sources.image import SourceImage
 from pipeline.sources.nifti import is_nifti, open_nifti
+from pipeline.train.options import Span, TrainOptions, augmentation_for, described, loss_weights
 from unet.augment import Augmentation
 from unet.card import ModelCard, parse_card
 from unet.checkpoints import load_weights
@@ -47,36 +48,6 @@ from unet.sampling import IGNORE, pad_to, sample_patch
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-Span = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    epochs: int = 20
-    patches_per_epoch: int = 64
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    foreground: float = 0.5
-    bands: tuple[str, ...] | None = None
-    train_columns: Span | None = None
-    val_columns: Span | None = None
-    init: Path | None = None
-    augmentation: Augmentation = field(default_factory=Augmentation)
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "patches_per_epoch", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UsageError(f"--lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.foreground <= 1.0:
-            raise UsageError(f"--foreground must be in [0, 1], got {self.foreground}")
-        for name, span in (("train-columns", self.train_columns), ("val-columns", self.val_columns)):
-            if span is not None and not 0 <= span[0] < span[1]:
-                raise UsageError(f"--{name} needs START:STOP with 0 <= START < STOP, got {span}")
 
 
 @dataclass(frozen=True)
@@ -204,13 +175,17 @@ def _seed(seed: int) -> np.random.Generator:
 
 
 def _batch(
-    rng: np.random.Generator, pairs: list[Pair], card: ModelCard, options: TrainOptions
+    rng: np.random.Generator,
+    pairs: list[Pair],
+    card: ModelCard,
+    options: TrainOptions,
+    augmentation: Augmentation,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for _ in range(options.batch_size):
         pair = pairs[int(rng.integers(len(pairs)))]
         image, label = sample_patch(rng, pair.image, pair.labels, card.patch_size, options.foreground)
-        image, label = options.augmentation(rng, image, label)
+        image, label = augmentation(rng, image, label)
         images.append(image)
         labels.append(label)
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels)[:, None].astype(np.int64))
@@ -253,7 +228,11 @@ def fit(
         if options.init is not None:
             load_weights(network, options.init)
         padded = [Pair(*pad_to(p.image, p.labels, card.patch_size, FILL_VALUE), p.name) for p in pairs]
-        loss_fn = DiceCE()
+        augmentation = augmentation_for(card, options)
+        weights = loss_weights(card, [pair.labels for pair in pairs], options)
+        if weights is not None:
+            log.info("cross-entropy class weights %s", _fmt(weights))
+        loss_fn = DiceCE(weights)
         optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
         steps = -(-options.patches_per_epoch // options.batch_size)
         best: dict[str, torch.Tensor] = {}
@@ -263,7 +242,7 @@ def fit(
         for epoch in range(1, options.epochs + 1):
             total = 0.0
             for step in range(steps):
-                inputs, targets = _batch(rng, padded, card, options)
+                inputs, targets = _batch(rng, padded, card, options, augmentation)
                 optimiser.zero_grad()
                 loss = loss_fn(network(inputs), targets)
                 loss.backward()
@@ -314,6 +293,7 @@ def run_training(
         raise UsageError("--val-image and --val-label go together")
     check_outputs_free([output, output.with_suffix(".safetensors")], options.overwrite, {})
     data, card = template_card(template, output)
+    augmentation_for(card, options)  # refuse dB options on a non-dB card before reading data
     full = [load_pair(i, lab, card, options.bands) for i, lab in zip(images, labels, strict=True)]
     pairs = [pair.columns(options.train_columns) for pair in full]
     if val_image is not None and val_label is not None:
@@ -340,6 +320,7 @@ def run_training(
         + f"{'x'.join(map(str, card.patch_size))}, batch {options.batch_size}, AdamW lr {options.lr}, seed "
         + f"{options.seed}"
         + (f", fine-tuned from {options.init.name}" if options.init else "")
+        + described(card, [pair.labels for pair in pairs], options)
         + f". Best epoch {best_epoch}: validation Dice {_fmt(scores.dice)}, IoU {_fmt(scores.iou)} "
         + f"per class ({', '.join(card.classes)})."
     )

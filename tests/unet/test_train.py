@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,9 +15,10 @@ import yaml
 from safetensors.torch import load_file
 
 from pipeline.cli import main
-from pipeline.errors import CardError, InputError
+from pipeline.errors import CardError, InputError, UsageError
 from pipeline.run.segment import segment
-from pipeline.train.trainer import TrainOptions, run_training
+from pipeline.train.options import TrainOptions, augmentation_for
+from pipeline.train.trainer import run_training
 from tests.helpers import REPO, lps_affine, run_spec, shared_file, write_geotiff, write_nifti
 from unet.card import load_card
 from unet.metrics import dice_iou
@@ -135,6 +137,56 @@ def test_cli_train(tmp_path: Path) -> None:
     assert main(["train", *args[:-2], "5:2", "-q"]) == 2
 
 
+@pytest.mark.parametrize(
+    "sar", [{"speckle_db": 0.05}, {"gain_db": 0.05}, {"class_weights": "inverse"}, {"class_weights": "sqrt"}]
+)
+def test_sar_options_reach_the_training(tmp_path: Path, sar: dict[str, Any]) -> None:
+    image, labels = _chip(tmp_path)
+    template = _template(tmp_path, 2)
+    plain = run_training([image], [labels], template, tmp_path / "plain.yaml", _quick())
+    changed = run_training([image], [labels], template, tmp_path / "sar.yaml", _quick(**sar))
+    before, after = load_file(str(plain.weights)), load_file(str(changed.weights))
+    assert any(not (before[key] == after[key]).all() for key in before)
+    description = load_card(changed.card).description
+    if "class_weights" in sar:
+        assert f"cross-entropy class weights {sar['class_weights']} (background " in description
+    else:
+        assert "speckle noise up to" in description
+
+
+def test_db_options_convert_through_the_window() -> None:
+    card = load_card("flood-s1")  # window -30..5 dB: 35 dB span the input's [0, 1]
+    augmentation = augmentation_for(card, TrainOptions(speckle_db=3.5, gain_db=1.75))
+    assert augmentation.noise == pytest.approx(0.1)
+    assert augmentation.gain == pytest.approx(0.05)
+    assert augmentation_for(card, TrainOptions()) == TrainOptions().augmentation
+
+
+def test_db_options_are_refused_without_a_window(tmp_path: Path) -> None:
+    image, labels = _chip(tmp_path)
+    template = _template(tmp_path, 2)
+    data = yaml.safe_load(template.read_text())
+    data["inputs"]["normalization"] = {"kind": "zscore", "mean": [0.2], "std": [0.1]}
+    template.write_text(yaml.safe_dump(data))
+    with pytest.raises(UsageError, match="--speckle-db/--gain-db need inputs in dB"):
+        run_training([image], [labels], template, tmp_path / "x.yaml", _quick(speckle_db=1.0))
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_cli_train_sar_options(tmp_path: Path) -> None:
+    image, labels = _chip(tmp_path)
+    output = tmp_path / "cli.yaml"
+    args = [str(image), "--label", str(labels), "--card", str(_template(tmp_path, 2)), "-o", str(output)]
+    args += ["--epochs", "1", "--patches-per-epoch", "2", "--batch-size", "2", "-q"]
+    sar = ["--speckle-db", "0.5", "--gain-db", "0.25", "--class-weights", "sqrt"]
+    assert main(["train", *args, *sar]) == 0
+    description = load_card(output).description
+    assert "speckle noise up to 0.5 dB, gain offset up to 0.25 dB" in description
+    assert "cross-entropy class weights sqrt" in description
+    for bad in (["--class-weights", "median"], ["--speckle-db", "-1"], ["--gain-db", "nan"]):
+        assert main(["train", *args, "--overwrite", *bad]) == 2
+
+
 def test_label_values_outside_the_classes_are_refused(tmp_path: Path) -> None:
     image, _ = _chip(tmp_path)
     bad = write_geotiff(tmp_path / "bad.tif", np.full((1, 40, 48), 3, np.uint8))
@@ -180,8 +232,8 @@ def test_flood_s1_beats_otsu_on_the_right_half(tmp_path: Path) -> None:
     s2, _ = flood.read(s2_path)
     truth = flood.water_labels(s1, s2)
     mask = tmp_path / "water.tif"
-    loaded = load_card("flood-s1")
-    segment(run_spec([s1_path], loaded, mask, device="cpu"), loaded)
+    card = load_card("flood-s1")
+    segment(run_spec([s1_path], card, mask, device="cpu"), card)
     with rasterio.open(mask) as src:
         predicted = src.read(1)
     threshold = flood.otsu_threshold(s1[0][:, :256])
@@ -190,3 +242,13 @@ def test_flood_s1_beats_otsu_on_the_right_half(tmp_path: Path) -> None:
     otsu_dice, otsu_iou = dice_iou(otsu[:, 256:], truth[:, 256:], 2)
     assert model_iou[1] > otsu_iou[1]
     assert model_dice[1] > otsu_dice[1]
+    held_out = re.search(r"right half .*?: water IoU ([0-9.]+), Dice ([0-9.]+)", card.description, re.S)
+    assert held_out is not None, "the card states its held-out scores"
+    assert float(held_out[1]) == pytest.approx(model_iou[1], abs=6e-4)  # the figures it states are true
+    assert float(held_out[2]) == pytest.approx(model_dice[1], abs=6e-4)
+
+
+def test_flood_s1_states_its_limits() -> None:
+    description = " ".join(load_card("flood-s1").description.split())
+    for limit in ("one training chip", "one event", "one season", "one orbit", "Sentinel-2"):
+        assert limit in description
