@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_before() -> Iterator[None]:
+    """Undo what a test's ``segpipe`` call did to logging (``configure_logging``): its root handler
+    writes to that test's captured stderr, closed once the test ends, and ``-v`` lowers library
+    loggers' levels; left in place, a later test's fixtures log into the closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, before in levels.items():  # loggers made during the test keep what their library set
+        logging.getLogger(name).setLevel(before)
 
 
 @pytest.fixture(scope="session")
