@@ -43,8 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage, sparse
-from scipy.sparse import csgraph
 
 from pipeline.errors import InputError
 from pipeline.grids.areas import CellAreas, check_geometry
@@ -129,6 +127,8 @@ def _scan(
 ) -> Iterator[tuple[_Band, np.ndarray]]:
     """Each band labelled, with the id pairs it joins to the previous band's last row."""
     ndim = len(labels.shape)
+    from scipy import ndimage  # only when a card post-processes: a run's imports stay light
+
     structure = ndimage.generate_binary_structure(ndim, ndim if full else 1)
     offsets = list(itertools.product((-1, 0, 1), repeat=ndim - 1)) if full else [(0,) * (ndim - 1)]
     count = 0
@@ -161,6 +161,9 @@ def _joins(before: np.ndarray, after: np.ndarray, offsets: list[tuple[int, ...]]
 def _merge(count: int, pairs: list[np.ndarray]) -> np.ndarray:
     """Global component of each provisional id ``0 .. count`` (0 stays apart, as its own)."""
     edges = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
     graph = sparse.coo_matrix(
         (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(count + 1, count + 1)
     )
