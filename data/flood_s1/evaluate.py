@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from flood_labels import otsu_threshold, read, water_labels
 
 from pipeline.engine.infer import EngineSettings, infer_array
-from pipeline.ingest.normalize import FILL_VALUE
 from pipeline.run.segment import segment
 from pipeline.run.spec import RunSpec
 from pipeline.train.trainer import load_pair
@@ -54,14 +53,7 @@ def flip_averaged(card: ModelCard, image: Path) -> np.ndarray:
     """Labels from the softmax probabilities averaged over the flipped copies of the whole chip."""
     prepared = load_pair(image, HERE / "labels.tif", card, None).image
     network = load_network(card, torch.device("cpu"))
-    settings = EngineSettings(
-        patch=card.patch_size,
-        overlap=card.overlap,
-        activation=card.activation,
-        n_classes=len(card.classes),
-        blend=card.blend,
-        fill_value=FILL_VALUE,
-    )
+    settings = EngineSettings.for_card(card)
     total = np.zeros((len(card.classes), *prepared.shape[1:]), np.float64)
     with torch.no_grad():
         for axes in FLIPS:

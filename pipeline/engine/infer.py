@@ -37,8 +37,9 @@ from pipeline.engine.patch_grid import PatchGrid
 from pipeline.engine.patches import BandReader, Batch, Prepare, iter_batches
 from pipeline.engine.tta import with_tta
 from pipeline.errors import ModelError, UsageError
+from pipeline.ingest.normalize import FILL_VALUE
 from pipeline.ingest.store import DoneMarks, ZArray, create_array, spatial_chunks
-from unet.card import Activation
+from unet.card import Activation, ModelCard
 from unet.card_fields import Tta
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,20 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def for_card(cls, card: ModelCard, **overrides: Any) -> EngineSettings:
+        """The card's patch, overlap, activation, classes and blending, and the ingest fill value;
+        ``overrides`` for the rest (batch size, device, a resolved patch...)."""
+        fields: dict[str, Any] = {
+            "patch": card.patch_size,
+            "overlap": card.overlap,
+            "activation": card.activation,
+            "n_classes": len(card.classes),
+            "blend": card.blend,
+            "fill_value": FILL_VALUE,
+        }
+        return cls(**{**fields, **overrides})
 
     @property
     def output_channels(self) -> int:

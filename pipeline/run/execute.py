@@ -19,7 +19,6 @@ from pipeline.engine.devices import AUTOCAST_DTYPES, region_device
 from pipeline.engine.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.engine.patch_grid import PatchGrid
 from pipeline.errors import UsageError
-from pipeline.ingest.normalize import FILL_VALUE
 from pipeline.ingest.prepare import Preparation
 from pipeline.ingest.store import DoneMarks, ZArray, open_array
 from pipeline.run.layout import WorkdirLayout
@@ -84,14 +83,11 @@ def run_rows(
     if plan.model_grid is None:
         prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
     batch_size = plan.spec.inference.batch_size
-    settings = EngineSettings(
+    settings = EngineSettings.for_card(
+        card,
         patch=tuple(plan.patch),
         overlap=plan.overlap,
-        activation=card.activation,
-        n_classes=len(card.classes),
-        blend=card.blend,
         batch_size=batch_size,
-        fill_value=FILL_VALUE,
         device=torch_device,
         autocast_dtype=AUTOCAST_DTYPES[plan.precision],
         prepare=prepare,

@@ -195,15 +195,7 @@ def validate(
     network: torch.nn.Module, card: ModelCard, val: Pair, batch_size: int
 ) -> tuple[list[float], list[float]]:
     """Dice and IoU per class of the engine's labels over the whole validation pair."""
-    settings = EngineSettings(
-        patch=card.patch_size,
-        overlap=card.overlap,
-        activation=card.activation,
-        n_classes=len(card.classes),
-        blend=card.blend,
-        batch_size=batch_size,
-        fill_value=FILL_VALUE,
-    )
+    settings = EngineSettings.for_card(card, batch_size=batch_size)
     network.eval()
     _, predicted = infer_array(val.image, network, settings)
     network.train()
