@@ -18,6 +18,7 @@ from typing import Any
 
 import dask
 import dask.array as da
+import dask.threaded
 from dask.base import compute
 
 from pipeline.errors import InputError
@@ -29,6 +30,9 @@ from pipeline.sources.image import SourceImage
 from unet.card import NormalizationSteps
 
 INGEST_WORKERS = 4
+# The threaded scheduler as a function, not the name "threads": dask imports distributed
+# (0.6-3 s) to look for a client whenever a scheduler is named by a string.
+THREADS = dask.threaded.get
 STORE_BLOCK = 1024
 
 
@@ -89,13 +93,13 @@ def ingest(
     if progress is not None:
         progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
         target = _Counted(image, Counter(progress))
-    with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
+    with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
         stored = da.store(data, target, lock=False, compute=False)  # type: ignore[arg-type]
         valid_count = (~da.map_blocks(draft.invalid, data, drop_axis=0, dtype=bool)).sum()
         _, valid_pixels = compute(stored, valid_count)  # one pass over the input for both
     if valid_pixels == 0:
         raise InputError(f"{source.paths[0]}: every pixel is nodata, NaN or inf; nothing to segment")
-    with dask.config.set(scheduler="threads", num_workers=INGEST_WORKERS):
+    with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
         stored = da.from_zarr(image)
         resolved = resolve(stored, draft, normalization, str(source.paths[0]))
     image.attrs["preparation"] = replace(draft, normalization=resolved).to_attrs()

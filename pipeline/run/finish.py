@@ -8,7 +8,7 @@ pre-event scene, through the same three stages, in a workdir of its own under th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.engine.postprocess import postprocess_labels
 from pipeline.ingest.prepare import Preparation, ValidMask
@@ -21,10 +21,12 @@ from pipeline.run.ownership import remove_workdir
 from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.regrid import to_source_grid
 from pipeline.run.workdir import Workdir
-from pipeline.sinks.dicom_seg import SegSource, is_seg
-from pipeline.sinks.registry import WriteJob
+from pipeline.sinks.registry import WriteJob, is_seg
 from pipeline.sinks.stitch import write_outputs
 from unet.card import ModelCard, load_card
+
+if TYPE_CHECKING:
+    from pipeline.sinks.dicom_seg import SegSource
 
 
 def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str, Any] | None:
@@ -51,7 +53,7 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
         ValidMask(image, prepare),
         probabilities,
         plan.polygon_options(),
-        SegSource.load(layout.seg_source) if is_seg(paths.labels) else None,
+        _seg_source(layout, paths.labels),
     )
     if plan.spec.reference.active:
         if plan.spec.reference.pre_event is not None:
@@ -69,3 +71,12 @@ def _pre_event_run(plan: RunPlan, card: ModelCard, layout: WorkdirLayout, pre_ev
     workdir = prepare_run(pre_event_spec(plan.spec, layout, pre_event), card)
     run_rows(workdir)
     finish_run(workdir)
+
+
+def _seg_source(layout: WorkdirLayout, labels: Path) -> SegSource | None:
+    """The source series' record a DICOM SEG output needs; pydicom is imported for SEG outputs only."""
+    if not is_seg(labels):
+        return None
+    from pipeline.sinks.dicom_seg import SegSource
+
+    return SegSource.load(layout.seg_source)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,13 +37,17 @@ from pipeline.run.resolve import check_work_size, no_autocast, patch_size, polyg
 from pipeline.run.spec import Outputs, RunSpec
 from pipeline.run.workdir import Workdir, written_stamps
 from pipeline.sinks.checks import check_areas, check_outputs
-from pipeline.sinks.dicom_seg import collect_seg_source, is_seg
 from pipeline.sinks.polygons import PolygonOptions
+from pipeline.sinks.registry import is_seg
 from pipeline.sinks.stitch import OutputPaths
 from pipeline.sources.opening import is_volume, open_source
 from unet.card import ModelCard
 from unet.loaders import load_network
 from unet.recipes import recipe_networks
+
+if TYPE_CHECKING:
+    from pipeline.sinks.dicom_seg import SegSource
+    from pipeline.sources.image import SourceImage
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +149,7 @@ def prepare_run(spec: RunSpec, card: ModelCard, progress: StageProgress | None =
     check_outputs(paths, source, inputs)
     check_areas(paths, source, inputs)
     check_postprocess(card, source.attrs, inputs[0])
-    seg_source = collect_seg_source(source, inputs[0], paths.labels, card) if is_seg(paths.labels) else None
+    seg_source = _seg_source(source, inputs[0], paths.labels, card)
     check_reference(spec, card, source.kind, source.attrs)
     if spec.reference.active:
         polygons = flood_polygon_options(card, spec.polygons)
@@ -205,6 +209,15 @@ def prepare_run(spec: RunSpec, card: ModelCard, progress: StageProgress | None =
     ).save(layout.path)
     log.info("%s runs on %s in %s", card.name, device, precision)
     return layout.path
+
+
+def _seg_source(source: SourceImage, series: Path, labels: Path, card: ModelCard) -> SegSource | None:
+    """What a DICOM SEG output needs from its series; pydicom is imported for SEG outputs only."""
+    if not is_seg(labels):
+        return None
+    from pipeline.sinks.dicom_seg import collect_seg_source
+
+    return collect_seg_source(source, series, labels, card)
 
 
 def _create_outputs(

@@ -96,11 +96,6 @@ GENERIC_CATEGORY = codes.SCT.Tissue
 GENERIC_TYPE = codes.SCT.Tissue
 
 
-def is_seg(path: Path) -> bool:
-    """Whether ``path`` names a DICOM SEG output."""
-    return path.name.lower().endswith(".dcm")
-
-
 class SegInstance(BaseModel):
     """One source slice as the SEG references it."""
 

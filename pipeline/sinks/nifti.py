@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import nibabel as nib
 import numpy as np
 
 from pipeline.grids.orientation import from_ras, ras_region
@@ -26,6 +25,8 @@ from pipeline.sources.nifti import SLAB
 
 def _stored_header(attrs: dict[str, Any]) -> Any:
     """The source header kept at open (:func:`_header_text`), NIfTI-1 or NIfTI-2."""
+    import nibabel as nib  # only runs that write NIfTI pay for it
+
     kind = nib.Nifti2Header if attrs["nifti_version"] == 2 else nib.Nifti1Header
     return kind.from_fileobj(io.BytesIO(base64.b64decode(attrs["header"])))
 
@@ -37,6 +38,8 @@ def _output_header(attrs: dict[str, Any], dtype: np.dtype[Any], channels: int | 
     probabilities) changes; qform/sform and their codes are never recomputed. Other
     sources (DICOM, NRRD): qform and sform both hold the scanner affine, code 1.
     """
+    import nibabel as nib
+
     shape = tuple(int(n) for n in attrs["shape"])
     if attrs.get("source_format", "nifti") == "nifti":
         header = _stored_header(attrs)

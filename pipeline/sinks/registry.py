@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -26,10 +26,12 @@ from pipeline.errors import UsageError
 from pipeline.ingest.prepare import ValidMask
 from pipeline.ingest.store import ZArray
 from pipeline.sinks import cog, nifti
-from pipeline.sinks.dicom_seg import SegSource, write_seg
 from pipeline.sinks.polygons import DRIVERS, PolygonOptions, polygonize, write_polygons
 from pipeline.sinks.stats import statistics
 from unet.card import ModelCard
+
+if TYPE_CHECKING:  # pydicom (0.5 s) is imported by runs that write a DICOM SEG only
+    from pipeline.sinks.dicom_seg import SegSource
 
 Role = Literal["labels", "probabilities", "polygons", "stats"]
 OPTIONS: dict[Role, str] = {
@@ -273,8 +275,15 @@ class DicomSeg(Sink):
     def write(self, target: Target, job: WriteJob, written: Written | None) -> None:
         if job.seg_source is None:
             raise UsageError(f"-o {target.path}: a DICOM SEG needs the source series' DICOM attributes")
+        from pipeline.sinks.dicom_seg import write_seg
+
         write_seg(target.temporary, job.labels, job.geometry, job.seg_source, job.card)
         _advance(written)
+
+
+def is_seg(path: Path) -> bool:
+    """Whether ``path`` names a DICOM SEG output."""
+    return path.name.lower().endswith(DicomSeg.suffixes)
 
 
 class Polygons(Sink):
