@@ -87,9 +87,19 @@ class StreamingMerger:
         blended = self._values[:, :count] / self._weight_sum[:count]
         keep = self.capacity - count
         if keep > 0:
-            self._values[:, :keep] = self._values[:, count:].clone()
-            self._weight_sum[:keep] = self._weight_sum[count:].clone()
-        self._values[:, keep:] = 0
-        self._weight_sum[keep:] = 0
+            _shift(self._values, count, keep, axis=1)
+            _shift(self._weight_sum, count, keep, axis=0)
+        self._values[:, keep:].zero_()
+        self._weight_sum[keep:].zero_()
         self.origin += count
         return blended
+
+
+def _shift(buffer: torch.Tensor, count: int, keep: int, axis: int) -> None:
+    """Move rows ``[count, count + keep)`` of ``buffer`` along ``axis`` to ``[0, keep)``.
+
+    Without overlap the rows are copied in place; overlapping ranges go through a copy.
+    """
+    kept = buffer.narrow(axis, count, keep)
+    target = buffer.narrow(axis, 0, keep)
+    target.copy_(kept if count >= keep else kept.clone())

@@ -44,7 +44,7 @@ class BandReader:
     def __call__(self, start: int) -> np.ndarray:
         grid = self.grid
         channels = self.array.shape[0]
-        band = np.full((channels, grid.patch[0], *grid.padded_shape[1:]), self.fill_value, dtype=np.float32)
+        shape = (channels, grid.patch[0], *grid.padded_shape[1:])
         source: list[slice] = []
         target: list[slice] = []
         for axis, (pad, size) in enumerate(zip(grid.pad_before, grid.shape, strict=True)):
@@ -54,7 +54,11 @@ class BandReader:
             source.append(slice(src_lo, src_hi))
             target.append(slice(src_lo - lo, src_hi - lo))
         raw = np.asarray(self.array[(slice(None), *source)])
-        band[(slice(None), *target)] = self.prepare(raw) if self.prepare is not None else raw
+        values = self.prepare(raw) if self.prepare is not None else raw
+        if values.shape == shape and values.dtype == np.float32:
+            return np.ascontiguousarray(values)  # a band inside the array: no padding, no copy
+        band = np.full(shape, self.fill_value, dtype=np.float32)
+        band[(slice(None), *target)] = values
         return band
 
 

@@ -18,11 +18,15 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
+from zarr.core.array_spec import ArrayConfigParams
 
 CHUNK_2D = 256
 CHUNK_3D = 64
 
 StoreLike = Store | Path | str
+# Every chunk is written as it comes: zarr's default first compares each chunk with the
+# fill value to skip storing it, a full extra pass over the data on every write.
+WRITE_ALL_CHUNKS: ArrayConfigParams = {"write_empty_chunks": True}
 ZArray = zarr.Array[Any]
 
 
@@ -57,11 +61,12 @@ def create_array(
         fill_value=fill_value,
         attributes=attributes or {},
         overwrite=True,
+        config=WRITE_ALL_CHUNKS,
     )
 
 
 def open_array(store: StoreLike) -> ZArray:
-    return zarr.open_array(store=store, mode="r+")
+    return zarr.open_array(store=store, mode="r+").with_config(WRITE_ALL_CHUNKS)
 
 
 class DoneMarks:

@@ -57,13 +57,17 @@ def test_engine_equals_monai_sliding_window(
 
 
 @pytest.mark.parametrize(
-    ("shape", "patch"), [((3, 70, 45), (16, 16)), ((2, 19, 23, 30), (8, 8, 8)), ((1, 5, 7), (8, 8))]
+    ("shape", "patch"),
+    [((3, 70, 45), (16, 16)), ((2, 64, 48), (16, 16)), ((2, 19, 23, 30), (8, 8, 8)), ((1, 5, 7), (8, 8))],
 )
-def test_stitching_is_lossless_with_constant_weights(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("overlap", [0.5, 0.0])  # overlapping bands, and bands that tile the array
+def test_stitching_is_lossless_with_constant_weights(
+    shape: tuple[int, ...], patch: tuple[int, ...], overlap: float
+) -> None:
     rng = np.random.default_rng(2)
     x = rng.integers(-1000, 1000, size=shape).astype(np.float32)
     settings = EngineSettings(
-        patch=patch, overlap=0.5, activation="none", n_classes=shape[0], blend="constant", batch_size=3
+        patch=patch, overlap=overlap, activation="none", n_classes=shape[0], blend="constant", batch_size=3
     )
     blended, _ = infer_array(x, PlusOne(), settings)
     assert np.array_equal(blended, x + 1)

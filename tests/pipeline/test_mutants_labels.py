@@ -24,17 +24,19 @@ def test_255_classes_still_fit_a_byte_and_256_do_not(n: int, stored: type, compu
     assert label_dtype(n) == computed
 
 
-def test_argmax_keeps_the_first_channel_on_ties_and_returns_the_maximum() -> None:
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_argmax_keeps_the_first_channel_on_ties_and_returns_the_maximum(dtype: torch.dtype) -> None:
     rng = np.random.default_rng(7)
     values = rng.integers(0, 4, size=(5, 6, 7)).astype(np.float32)  # many ties
     values[:, 0, 0] = [3, 1, 1, 1, 1]  # the first channel wins
     values[:, 0, 1] = [1, 1, 1, 1, 3]  # the last channel wins
-    index, best = argmax_channels(torch.from_numpy(values), torch.int32)
-    assert index.dtype == torch.int32
+    values[:, 0, 2] = [0, 1, 2, 3, 3]  # rising, a tie at the top: channel 3
+    values[:, 0, 3] = [3, 2, 1, 0, 3]  # falling, then a tie with the first: channel 0
+    index, best = argmax_channels(torch.from_numpy(values), dtype)
+    assert index.dtype == dtype
     np.testing.assert_array_equal(index.numpy(), np.argmax(values, axis=0))
     np.testing.assert_array_equal(best.numpy(), values.max(axis=0))
-    assert index[0, 0] == 0
-    assert index[0, 1] == 4
+    assert index[0, :4].tolist() == [0, 4, 3, 0]
 
 
 def test_softmax_and_none_label_by_argmax_and_softmax_is_the_numpy_softmax() -> None:
