@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# Both sides run in one process with the environment a ``segpipe`` command sets for itself
+# before torch is imported (``pipeline.cli.app.main``); set OMP_WAIT_POLICY to compare others.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import rasterio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -12,6 +13,8 @@ from typer.exceptions import TyperException
 
 from pipeline import __version__, logsafe
 from pipeline.errors import SegpipeError
+
+OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 
 
 def examples(*lines: str) -> str:
@@ -82,6 +85,10 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, mapping errors to exit codes and one-line messages."""
     args = sys.argv[1:] if argv is None else argv
+    # Before torch is imported: OpenMP workers that spin after each of torch's parallel
+    # regions take the core that the band readers and the chunk writer need
+    # (docs/DESIGN.md, "Measured"). A user's own setting wins.
+    os.environ.setdefault(OMP_WAIT_POLICY, "PASSIVE")
     if not args:
         args = ["--help"]  # a bare ``segpipe`` shows what it can do
     verbose = "-v" in args or "--verbose" in args

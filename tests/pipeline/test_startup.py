@@ -3,6 +3,7 @@ packages are imported only by the code path that needs them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,18 @@ def test_a_scene_run_imports_neither_volume_libraries_nor_distributed(tmp_path: 
     run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert run.stdout.split() == ["0"], run.stdout + run.stderr
     assert output.is_file()
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_lets_openmp_workers_sleep_unless_the_user_says_otherwise(
+    given: str | None, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import os, sys; from pipeline.cli import main; main(['--version']); "
+        "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    assert run.stdout.split()[-2:] == [expected, "False"]  # set before torch is imported
