@@ -68,7 +68,7 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
 def _pre_event_run(plan: RunPlan, card: ModelCard, layout: WorkdirLayout, pre_event: Path) -> None:
     """The same card on the pre-event scene (resumable in its own workdir): its labels GeoTIFF
     is the reference."""
-    workdir = prepare_run(pre_event_spec(plan.spec, layout, pre_event), card)
+    workdir = prepare_run(pre_event_spec(plan.spec, layout, pre_event), card, keep_network=True)
     run_rows(workdir)
     finish_run(workdir)
 

@@ -128,11 +128,14 @@ def run_fingerprint(spec: RunSpec, card: ModelCard, referenced: list[Path] | Non
     return fingerprint(spec.inputs, card, result_options(card, spec), referenced or [])
 
 
-def prepare_run(spec: RunSpec, card: ModelCard, progress: StageProgress | None = None) -> Path:
+def prepare_run(
+    spec: RunSpec, card: ModelCard, progress: StageProgress | None = None, keep_network: bool = False
+) -> Path:
     """Check everything, ingest (or resume), create the intermediates; return the workdir.
 
     ``card`` is ``spec.model`` loaded. ``progress`` gets the ``ingest`` stage (not announced
-    when a resume skips it)."""
+    when a resume skips it). ``keep_network``: the engine runs next in this process, and
+    takes the network loaded here to check the weights (``unet.loaders.load_network``)."""
     inputs, inference = spec.inputs, spec.inference
     if card.card_path is None:
         raise UsageError(f"model '{card.name}' must be loaded from a card file")
@@ -172,7 +175,7 @@ def prepare_run(spec: RunSpec, card: ModelCard, progress: StageProgress | None =
     if card.recipe is not None:
         recipe_networks(card, device)
     else:
-        load_network(card, device)
+        load_network(card, device, keep=keep_network)
 
     current = run_fingerprint(spec, card, source.paths)
     resume = spec.resume and _same_engine(workdir_path, device, precision)

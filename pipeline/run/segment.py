@@ -44,7 +44,7 @@ def segment(spec: RunSpec, card: ModelCard, progress: StageProgress | None = Non
     beside = WorkdirLayout.beside(spec.outputs.labels).path
     fresh = spec.workdir is None and not beside.exists()
     try:
-        workdir = prepare_run(spec, card, progress)
+        workdir = prepare_run(spec, card, progress, keep_network=True)
         device = RunPlan.load(workdir).device
         inference = None if progress is None else engine_progress(progress, "inference", "patches")
         stats = run_rows(workdir, progress=inference)

@@ -101,3 +101,24 @@ def test_sentinel1_nan_nodata_stays_nodata_and_vv_threshold_is_exact(tmp_path: P
     invalid = np.isnan(bands).any(axis=0)
     assert (labels[invalid] == 255).all()
     assert np.array_equal(labels[~invalid], (bands[0][~invalid] > -15.0).astype(np.uint8))
+
+
+def test_a_run_reads_its_weights_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network loaded to check the weights when the run is planned is the one that runs."""
+    import unet.loaders
+
+    reads: list[Path] = []
+    read = unet.loaders._torchscript
+
+    def counted(path: Path, device: object) -> object:
+        reads.append(path)
+        return read(path, device)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(unet.loaders, "_torchscript", counted)
+    data = np.random.default_rng(1).integers(0, 100, size=(1, 70, 50)).astype(np.int16)
+    source = write_geotiff(tmp_path / "scene.tif", data)
+    card = load_card(threshold_card(tmp_path, 49.5))
+    segment(run_spec([source], card, tmp_path / "mask.tif", **CPU), card)
+    assert reads == [tmp_path / "model.ts"]
+    with rasterio.open(tmp_path / "mask.tif") as out:
+        assert np.array_equal(out.read(1), (data[0] > 49.5).astype(np.uint8))

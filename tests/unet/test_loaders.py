@@ -112,3 +112,28 @@ def test_broken_onnx_and_safetensors_files_are_model_errors(tmp_path: Path) -> N
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     with pytest.raises(ModelError, match=r"model\.safetensors: not a safetensors file"):
         load_network(load_card(unet_card(tmp_path, "monai", "model.safetensors")), CPU)
+
+
+def _torchscript_card(folder: Path) -> Path:
+    save_torchscript(tiny_unet(), folder / "model.ts")
+    return unet_card(folder, "torchscript", "model.ts")
+
+
+def test_a_kept_network_is_taken_once_by_the_next_load_of_the_same_card(tmp_path: Path) -> None:
+    card = load_card(_torchscript_card(tmp_path))
+    kept = load_network(card, CPU, keep=True)
+    assert load_network(card, CPU) is kept  # handed over, not read again
+    assert load_network(card, CPU) is not kept  # the slot was emptied by that load
+
+
+def test_replaced_weights_or_another_device_are_read_from_the_file(tmp_path: Path) -> None:
+    card = load_card(_torchscript_card(tmp_path))
+    kept = load_network(card, CPU, keep=True)
+    assert load_network(card, torch.device("meta")) is not kept  # another device
+    kept = load_network(card, CPU, keep=True)
+    save_torchscript(tiny_unet(seed=1), tmp_path / "model.ts")  # replaced: new size or mtime
+    replaced = load_network(card, CPU)
+    assert replaced is not kept
+    x = torch.rand(1, 1, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(replaced(x), reference(tiny_unet(seed=1), x))
