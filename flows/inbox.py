@@ -177,10 +177,9 @@ class _Dispatcher:
             current = run_fingerprint(spec, card, referenced_files(stored))
         except (OSError, SegpipeError) as exc:
             return f"cannot fingerprint ({exc})"
-        reason = difference(stored, current)
-        if reason == "options changed" and _pre_event_of(stored) != _pre_event_of(current):
+        if stored and _pre_event_of(stored) != _pre_event_of(current):
             return "pre-event scene changed"
-        return reason
+        return difference(stored, current)
 
     def handle(self, scene: Scene, min_age_s: float, pairing: Pairing | None = None) -> InboxEntry:
         """Decide about ``scene`` and start its run when due; ``pairing``: its pre-event scene."""

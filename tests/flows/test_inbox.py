@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -276,3 +277,22 @@ def test_the_inbox_pairs_each_scene_with_the_newest_earlier_one_of_its_footprint
     assert statuses[MIDDLE] == ("processed", "pre-event scene changed")
     assert {statuses[name][0] for name in (POST, OTHER_ORBIT, FAR, UNDATED)} == {"done"}
     assert np.array_equal(_read(out / f"{MIDDLE}.tif"), _flood_classes(water[MIDDLE], None))
+
+
+def test_a_scene_waits_while_its_pre_event_scene_is_still_being_copied(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    builders.scene(inbox, "pre_2024-05-01")
+    post = builders.scene(inbox, "post_2024-05-02")  # the same grid: the same footprint
+    hour_ago = post.stat().st_mtime - 3700
+    os.utime(post, (hour_ago, hour_ago))
+    card = threshold_card(tmp_path, builders.THRESHOLD)
+    entries = flood_inbox(
+        str(inbox), str(card), str(tmp_path / "out"), min_age_s=3600, dispatch="subflow", pair_pre_event=True
+    )
+    found = {entry.name: (entry.status, entry.detail, entry.pre_event) for entry in entries}
+    assert found["post_2024-05-02"] == (
+        "waiting",
+        "pre-event scene changed < 3600 s ago",
+        "pre_2024-05-01.tif",
+    )
+    assert found["pre_2024-05-01"][:2] == ("waiting", "changed < 3600 s ago")
