@@ -10,13 +10,18 @@ in progress). Anything else starts a run: as a run of
 the ``flood-mapping`` deployment when it exists (a GPU worker picks it up; this flow
 does not wait), else as a subflow here. A scene that failed before is simply started
 again and resumes from its workdir under ``output_dir``.
+
+With ``pair_pre_event``, each scene runs with the newest earlier scene of the same footprint
+as its pre-event scene (``flows.pairing``): the pairing is part of the run's fingerprint,
+so a scene paired differently than its finished run is due again, and a scene waits while
+its pre-event scene's file is still changing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger, tags
 from prefect.client.orchestration import get_client
@@ -36,13 +41,14 @@ from flows import layout
 from flows.flood_mapping import flood_mapping, scene_spec
 from flows.logs import library_logs
 from flows.names import artifact_key
+from flows.pairing import Pairing, PairingRules, pair_scenes
 from flows.reports import inbox_rows, publish_table
 from flows.results import InboxEntry
 from flows.scenes import Scene, find_scenes, settled
 from pipeline.errors import SegpipeError
 from pipeline.run.fingerprint import difference, referenced_files
 from pipeline.run.plan import run_fingerprint
-from pipeline.run.spec import InferenceOptions, PolygonSettings
+from pipeline.run.spec import FloodReference, InferenceOptions, PolygonSettings
 from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"
@@ -96,6 +102,8 @@ def flood_inbox(
     polygons: PolygonSettings | None = None,
     allow_remote: bool = False,
     follow_symlinks: bool = False,
+    pair_pre_event: bool = False,
+    pairing: PairingRules | None = None,
 ) -> list[InboxEntry]:
     """Start ``flood-mapping`` for each scene of ``inbox`` (a folder or a STAC ``catalog.json``)
     that has no finished output in ``output_dir`` yet.
@@ -104,6 +112,8 @@ def flood_inbox(
     ``subflow`` runs them here one after the other, ``auto`` picks the deployment if it
     exists. ``follow_symlinks``: also take inbox entries that are links leaving the inbox
     (skipped with a warning otherwise); ``allow_remote`` goes to each scene's run.
+    ``pair_pre_event``: each scene's run gets, as ``pre_event``, the newest earlier scene of
+    the inbox with the same footprint by ``pairing`` (docs/flows.md); the table names it.
     """
     with library_logs():
         logger = get_run_logger()
@@ -126,9 +136,10 @@ def flood_inbox(
             polygons=polygons or PolygonSettings(),
             allow_remote=allow_remote,
         )
+        pairings = pair_scenes(scenes, pairing or PairingRules()) if pair_pre_event else {}
         entries: list[InboxEntry] = []
         for scene in scenes:
-            entries.append(dispatcher.handle(scene, min_age_s))
+            entries.append(dispatcher.handle(scene, min_age_s, pairings.get(scene.name)))
             logger.info("%s: %s %s", scene.name, entries[-1].status, entries[-1].detail)
         publish_table(
             artifact_key("inbox", Path(inbox).name), inbox_rows(entries), f"Scenes of {inbox} in this run"
@@ -149,26 +160,36 @@ class _Dispatcher:
     polygons: PolygonSettings
     allow_remote: bool
 
-    def redo_reason(self, scene: Scene) -> str | None:
-        """None when the scene's finished result may stand; why not otherwise ("" when it has none)."""
+    def redo_reason(self, scene: Scene, pre_event: str | None = None) -> str | None:
+        """None when the scene's finished result may stand; why not otherwise ("" when it has none).
+        ``pre_event``: the run's pre-event scene, fingerprinted as the flow's run records it."""
         manifest = layout.read_manifest(self.out, scene.name)
         if manifest is None:
             return ""
         spec = scene_spec(
             scene.inputs, self.model, self.out, scene.name, self.inference, self.polygons, probabilities=False
         )
+        reference = FloodReference(pre_event=None if pre_event is None else Path(pre_event))
+        spec = spec.model_copy(update={"reference": reference})
         stored = manifest.get("fingerprint") or {}
         try:
             card = load_card(self.model)
             current = run_fingerprint(spec, card, referenced_files(stored))
         except (OSError, SegpipeError) as exc:
             return f"cannot fingerprint ({exc})"
+        if stored and _pre_event_of(stored) != _pre_event_of(current):
+            return "pre-event scene changed"
         return difference(stored, current)
 
-    def handle(self, scene: Scene, min_age_s: float) -> InboxEntry:
+    def handle(self, scene: Scene, min_age_s: float, pairing: Pairing | None = None) -> InboxEntry:
+        """Decide about ``scene`` and start its run when due; ``pairing``: its pre-event scene."""
         inputs = [str(path) for path in scene.inputs]
-        entry = InboxEntry(name=scene.name, inputs=inputs, status="done")
-        reason = self.redo_reason(scene)
+        pre = None if pairing is None else pairing.pre_event
+        pre_event = None if pre is None else str(pre.inputs[0])
+        entry = InboxEntry(
+            name=scene.name, inputs=inputs, status="done", pre_event="" if pairing is None else pairing.note
+        )
+        reason = self.redo_reason(scene, pre_event)
         if reason is None:
             return entry.model_copy(update={"detail": "outputs exist"})
         if reason:
@@ -179,6 +200,10 @@ class _Dispatcher:
         if not settled(scene, min_age_s):
             return entry.model_copy(
                 update={"status": "waiting", "detail": f"changed < {min_age_s:.0f} s ago"}
+            )
+        if pre is not None and not settled(pre, min_age_s):
+            return entry.model_copy(
+                update={"status": "waiting", "detail": f"pre-event scene changed < {min_age_s:.0f} s ago"}
             )
         scene_parameter: str | list[str] = inputs[0] if len(inputs) == 1 else inputs
         if self.deployment is not None:
@@ -195,6 +220,7 @@ class _Dispatcher:
                         "inference": self.inference.model_dump(mode="json"),
                         "polygons": self.polygons.model_dump(mode="json"),
                         "allow_remote": self.allow_remote,
+                        **({"pre_event": pre_event} if pre_event is not None else {}),
                     },
                     timeout=0,
                     tags=[scene_tag(scene.name)],
@@ -217,6 +243,7 @@ class _Dispatcher:
                 inference=self.inference,
                 polygons=self.polygons,
                 allow_remote=self.allow_remote,
+                pre_event=pre_event,
                 return_state=True,
             )
         run_id = str(state.state_details.flow_run_id or "")
@@ -225,3 +252,10 @@ class _Dispatcher:
         return entry.model_copy(
             update={"status": "failed", "detail": state.message or state.name or "", "flow_run_id": run_id}
         )
+
+
+def _pre_event_of(fingerprint: dict[str, Any]) -> Any:
+    """The pre-event scene a fingerprint's options record (None without one)."""
+    options = fingerprint.get("options")
+    reference = options.get("reference") if isinstance(options, dict) else None
+    return reference.get("pre_event") if isinstance(reference, dict) else None

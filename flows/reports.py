@@ -203,6 +203,7 @@ def inbox_rows(entries: list[InboxEntry]) -> list[dict[str, Any]]:
             "status": e.status,
             "detail": e.detail,
             "flow_run": e.flow_run_id,
+            "pre_event": e.pre_event,
             "inputs": ", ".join(e.inputs),
         }
         for e in entries

@@ -108,3 +108,6 @@ class InboxEntry(_Record):
     status: InboxStatus
     detail: str = ""
     flow_run_id: str = ""
+    pre_event: str = Field(
+        "", description="With pairing: the pre-event scene's file name, or why there is none"
+    )

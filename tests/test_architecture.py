@@ -76,7 +76,7 @@ TOO_MANY_PARAMETERS: Set[tuple[str, str]] = frozenset(
         ("pipeline/cli/segment.py", "segment"),  # 24: typer options, one per flag
         ("pipeline/cli/train.py", "train"),  # 22: typer options, one per flag
         ("flows/flood_mapping.py", "flood_mapping"),  # 10: flow parameters
-        ("flows/inbox.py", "flood_inbox"),  # 12: flow parameters
+        ("flows/inbox.py", "flood_inbox"),  # 14: flow parameters
         ("flows/scan_archive.py", "scan_archive"),  # 9: flow parameters
     }
 )

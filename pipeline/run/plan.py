@@ -124,8 +124,13 @@ def result_options(card: ModelCard, spec: RunSpec) -> dict[str, Any]:
 
 
 def run_fingerprint(spec: RunSpec, card: ModelCard, referenced: list[Path] | None = None) -> dict[str, Any]:
-    """The fingerprint of running ``spec`` with ``card`` (see ``fingerprint.py``)."""
-    return fingerprint(spec.inputs, card, result_options(card, spec), referenced or [])
+    """The fingerprint of running ``spec`` with ``card`` (see ``fingerprint.py``); a flood
+    reference file (``--reference-water``, ``--pre-event``) is recorded like an input's
+    file, so a finished result is not reused once the reference changed on disk."""
+    reference = [
+        path for path in (spec.reference.reference_water, spec.reference.pre_event) if path is not None
+    ]
+    return fingerprint(spec.inputs, card, result_options(card, spec), [*(referenced or []), *reference])
 
 
 def prepare_run(

@@ -13,6 +13,8 @@ import rasterio
 
 from pipeline.cli import main
 from pipeline.run.fingerprint import difference, fingerprint, input_record
+from pipeline.run.plan import run_fingerprint
+from pipeline.run.spec import RunSpec
 from tests.helpers import threshold_card, write_card, write_geotiff
 from unet.card import load_card
 
@@ -136,3 +138,21 @@ def test_a_folder_is_fingerprinted_by_its_listing(tmp_path: Path) -> None:
     (series / "sub" / "2.dcm").write_bytes(b"c" * 11)
     assert input_record(series)["listing_sha256"] != first["listing_sha256"]
     assert input_record(tmp_path / "gone.nii")["missing"] is True
+
+
+@pytest.mark.parametrize("option", ["pre_event", "reference_water"])
+def test_a_changed_flood_reference_file_changes_the_fingerprint(
+    tmp_path: Path, scene: Path, option: str
+) -> None:
+    """The reference's content, not only its path: a result is not reused once it changed."""
+    card_path = threshold_card(tmp_path, 0.5)
+    card = load_card(card_path)
+    reference = write_geotiff(tmp_path / "reference.tif", np.zeros((1, 40, 50), np.float32))
+    spec = RunSpec.of([scene], str(card_path), tmp_path / "out.tif", **{option: reference})
+    before = run_fingerprint(spec, card)
+    assert [record["path"] for record in before["files"]] == [str(scene), str(reference)]
+    assert difference(before, run_fingerprint(spec, card)) is None
+    write_geotiff(reference, np.ones((1, 40, 50), np.float32))
+    assert difference(before, run_fingerprint(spec, card)) == "input changed"
+    plain = RunSpec.of([scene], str(card_path), tmp_path / "out.tif")
+    assert [record["path"] for record in run_fingerprint(plain, card)["files"]] == [str(scene)]
