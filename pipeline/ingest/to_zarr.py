@@ -24,7 +24,7 @@ from dask.base import compute
 from pipeline.errors import InputError
 from pipeline.ingest.intensity import resolve
 from pipeline.ingest.prepare import Preparation
-from pipeline.ingest.store import ZArray, create_array, spatial_chunks
+from pipeline.ingest.store import ZArray, create_array, input_chunks
 from pipeline.progress import Counter, StageProgress
 from pipeline.sources.image import SourceImage
 from unet.card import NormalizationSteps
@@ -75,7 +75,7 @@ def ingest(
     ``ingest`` in blocks stored.
     """
     spatial = source.spatial_shape
-    chunks = spatial_chunks(spatial)
+    chunks = input_chunks(spatial)
     # Dask blocks span whole zarr chunks (STORE_BLOCK per axis, a multiple of the chunk edge):
     # one store call writes many chunks at once, and no two blocks share a chunk.
     blocks = tuple(min(n, max(c, STORE_BLOCK // c * c)) for n, c in zip(spatial, chunks, strict=True))

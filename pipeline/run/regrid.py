@@ -10,14 +10,14 @@ import torch
 from pipeline.engine.labels import labels_from_probabilities
 from pipeline.grids.resample import resample_slabs
 from pipeline.ingest.prepare import Preparation
-from pipeline.ingest.store import ZArray, create_array, spatial_chunks
+from pipeline.ingest.store import ZArray, create_array, input_chunks
 from unet.card import ModelCard
 
 
 def to_model_grid(image: ZArray, prepare: Preparation, shape: tuple[int, ...], path: Path) -> ZArray:
     """The prepared (normalised, filled) image resampled onto the model grid, as the zarr ``path``."""
     channels, source = int(image.shape[0]), tuple(image.shape[1:])
-    chunks = spatial_chunks(shape)
+    chunks = input_chunks(shape)
     array = create_array(path, (channels, *shape), np.float32, (channels, *chunks))
 
     def read(rows: np.ndarray) -> np.ndarray:
