@@ -174,9 +174,3 @@ def mirror_of(url: str) -> Mirror:
             _MIRRORS[key] = Mirror(key)
             log.debug("working copy of %s in %s", redact(key), _MIRRORS[key].path)
         return _MIRRORS[key]
-
-
-def forget(url: str) -> None:
-    """Drop this process's working copy of ``url`` (its folder goes with it)."""
-    with _MIRRORS_LOCK:
-        _MIRRORS.pop(url.rstrip("/"), None)
