@@ -240,3 +240,17 @@ def test_no_signature_or_key_in_any_object_of_the_workdir(
     plan = json.loads(stored(s3_server, f"{work}/plan.json"))
     assert plan["spec"]["inputs"][0].startswith("/vsicurl?url=http")
     assert json.loads(stored(s3_server, "presigned/scene.json"))["inputs"] == [url.partition("?")[0]]
+
+
+def test_a_workdir_over_https_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "https://example.org/work/run?X-Amz-Signature=secret"
+    code = main(["segment", str(SCENE), "-m", "flood-s1", "-o", "labels.tif", "--workdir", url])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert (
+        error == "error: workdir https://example.org/work/run: a workdir in object storage is an s3:// prefix"
+    )
+    assert list(tmp_path.iterdir()) == []
