@@ -1,9 +1,11 @@
 """What a run costs in a bucket: the S1 sample chip segmented from local files and from S3.
 
 Starts the test suite's S3 server (moto on loopback, tests/storage/conftest.py), runs
-``segpipe segment`` twice as a user would (a new process each: local input and outputs,
-then input, labels, polygons and stats in the bucket) and prints JSON: wall time of
-each, and the requests and bytes the server answered for the bucket run, by kind.
+``segpipe segment`` three times as a user would (a new process each: local input and
+outputs; input, labels, polygons and stats in the bucket with the workdir on local disk;
+the same with ``--workdir`` in the bucket too) and prints JSON: wall and CPU time of each
+(CPU: the process's user + system time, what a loaded machine does not inflate), and the
+requests and bytes the server answered for each bucket run, by kind.
 
     PYTHONPATH=. python benchmarks/object_storage.py
 """
@@ -11,6 +13,7 @@ each, and the requests and bytes the server answered for the bucket run, by kind
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,12 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.storage.conftest import BUCKET, SCENE, running_s3_server  # noqa: E402
+from tests.storage.conftest import BUCKET, SCENE, Served, running_s3_server  # noqa: E402
 
 ARGS = ["-m", "flood-s1", "--device", "cpu"]
 
 
-def timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
+def timed(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
+    """Wall and CPU seconds of one ``segpipe segment`` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "segment", *args, *ARGS],
@@ -35,37 +40,16 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> float:
         check=True,
         capture_output=True,
     )
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
 
 
-def main() -> None:
-    with running_s3_server() as server, tempfile.TemporaryDirectory() as tmp:
-        env = server.env()
-        local_s = timed(
-            [str(SCENE), "-o", "w.tif", "--polygons", "w.gpkg", "--stats", "w.json"], env, Path(tmp)
-        )
-        before = len(server.recorder.log)
-        out = f"s3://{BUCKET}/bench/w"
-        bucket_s = timed(
-            [
-                f"s3://{BUCKET}/in/scene.tif",
-                "-o",
-                f"{out}.tif",
-                "--polygons",
-                f"{out}.gpkg",
-                "--stats",
-                f"{out}.json",
-            ],
-            env,
-            Path(tmp),
-        )
-        served = server.recorder.log[before:]
+def costs(served: list[Served]) -> dict[str, object]:
+    """The requests and bytes a run cost the server."""
     requests = Counter(f"{request.method} {request.status}" for request in served)
-    report = {
-        "scene": SCENE.name,
-        "scene_bytes": SCENE.stat().st_size,
-        "local_wall_s": round(local_s, 2),
-        "bucket_wall_s": round(bucket_s, 2),
+    return {
         "requests": len(served),
         "requests_by_kind": dict(sorted(requests.items())),
         "bytes_read": sum(request.sent for request in served if request.method == "GET"),
@@ -75,7 +59,26 @@ def main() -> None:
             if request.method == "GET" and request.path.endswith("scene.tif")
         ),
         "bytes_written": sum(request.received for request in served if request.method in ("PUT", "POST")),
+        # the workdir's objects, and the listings of its prefix (a GET of the bucket itself)
+        "workdir_requests": sum("/bench-work/" in r.path or r.path == f"/{BUCKET}" for r in served),
     }
+
+
+def main() -> None:
+    report: dict[str, object] = {"scene": SCENE.name, "scene_bytes": SCENE.stat().st_size}
+    with running_s3_server() as server, tempfile.TemporaryDirectory() as tmp:
+        env = server.env()
+        report["local"] = timed(
+            [str(SCENE), "-o", "w.tif", "--polygons", "w.gpkg", "--stats", "w.json"], env, Path(tmp)
+        )
+        for run, workdir in (("bucket_local_workdir", []), ("bucket_workdir_in_bucket", ["--workdir"])):
+            out = f"s3://{BUCKET}/bench/{run}"
+            before = len(server.recorder.settled())
+            args = [f"s3://{BUCKET}/in/scene.tif", "-o", f"{out}.tif", "--polygons", f"{out}.gpkg"]
+            args += ["--stats", f"{out}.json"]
+            if workdir:
+                args += [*workdir, f"s3://{BUCKET}/bench-work/{run}"]
+            report[run] = {**timed(args, env, Path(tmp)), **costs(server.recorder.settled()[before:])}
     print(json.dumps(report, indent=1))
 
 

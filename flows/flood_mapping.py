@@ -17,6 +17,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -44,11 +45,32 @@ from pipeline.run.spec import FloodReference, InferenceOptions, Outputs, Polygon
 from pipeline.run.workdir import Workdir
 from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
+from pipeline.storage import gdal_path, is_url, shown, url_of
 from unet.card import load_card
 
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_S = 30.0
+
+
+def remote_scene(scene: str | list[str]) -> list[Path] | None:
+    """A scene given as URLs (``s3://``, ``https://``): their GDAL paths, looked up when opened
+    (None for local files, which ``scene_inputs`` resolves)."""
+    parts = [scene] if isinstance(scene, str) else list(scene)
+    if not parts or not any(is_url(part) for part in parts):
+        return None
+    if not all(is_url(part) for part in parts):
+        raise UsageError("scene: give local files or URLs, not both")
+    return [gdal_path(part) for part in parts]
+
+
+def scene_inputs_and_name(scene: str | list[str]) -> tuple[list[Path], str]:
+    """The scene's inputs and its output stem (a URL's is its object's, never its query's)."""
+    remote = remote_scene(scene)
+    if remote is None:
+        inputs = scene_inputs(scene)
+        return inputs, scene_name(inputs)
+    return remote, scene_name([Path(urlsplit(url_of(path)).path) for path in remote])
 
 
 def flood_outputs(output_dir: Path, name: str, probabilities: bool) -> dict[str, Path]:
@@ -191,7 +213,7 @@ def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResu
 def _run_name() -> str:
     scene = flow_run.parameters.get("scene", "")
     try:
-        return f"flood-{scene_name(scene_inputs(scene))}"
+        return f"flood-{scene_inputs_and_name(scene)[1]}"
     except (OSError, ValueError):
         return "flood-mapping"
 
@@ -215,7 +237,8 @@ def flood_mapping(
     """Segment one scene into ``NAME.tif`` (COG), ``NAME.gpkg``, ``NAME.stats.json`` under ``output_dir``.
 
     ``scene``: a GeoTIFF/VRT, a list of band files (stacked in order), or a STAC Item
-    JSON with local assets; NAME is its sanitised stem (the Item's id). ``model``: a
+    JSON with local assets, or the ``s3://``/``https://`` URLs of rasters (read in place,
+    docs/cluster.md); NAME is its sanitised stem (the Item's id, the object's name). ``model``: a
     card path or bundled card name. ``regions``: row ranges inferred as separate tasks
     on the Dask cluster at ``dask_address`` (a local one when empty). ``allow_remote``:
     files the scene names (VRT sources, STAC assets) may be remote or outside its folder
@@ -231,8 +254,7 @@ def flood_mapping(
         started = time.perf_counter()
         inference = inference or InferenceOptions()
         polygons = polygons or PolygonSettings()
-        inputs = scene_inputs(scene)
-        name = scene_name(inputs)
+        inputs, name = scene_inputs_and_name(scene)
         out = Path(output_dir).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
@@ -283,7 +305,7 @@ def flood_mapping(
         outputs = flood_outputs(out, name, probabilities)
         result = SceneResult(
             name=name,
-            inputs=[str(p) for p in inputs],
+            inputs=[shown(p) for p in inputs],
             model=card.name,
             classes=output_classes(card, reference),
             outputs={kind: str(path) for kind, path in outputs.items()},

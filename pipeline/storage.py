@@ -80,12 +80,12 @@ def gdal_path(url: str) -> Path:
     """The path GDAL reads ``url`` through, as a ``Path`` that keeps it (no ``//`` to collapse)."""
     parts = urlsplit(url)
     if parts.scheme == "s3":
-        bucket, key = _bucket_key(url)
+        bucket, key = bucket_key(url)
         return Path(f"{VSIS3}{bucket}/{key}")
     return Path(VSICURL + quote(url, safe=""))
 
 
-def _bucket_key(url: str) -> tuple[str, str]:
+def bucket_key(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     key = parts.path.lstrip("/")
     if parts.scheme != "s3" or not parts.netloc or not key or "//" in key:
@@ -181,7 +181,7 @@ class ObjectInfo:
     last_modified: str | None
 
 
-def _problem(exc: Exception) -> str:
+def request_problem(exc: Exception) -> str:
     """The kind of failure, in words that name no secret (obstore's own text is not shown)."""
     from obstore import exceptions as errors
 
@@ -199,7 +199,7 @@ def _problem(exc: Exception) -> str:
 
 def _refusal(url: str, exc: Exception) -> SegpipeError:
     """The one-line error for a failed request on ``url``: ``NotFoundError`` when nothing is there."""
-    problem = _problem(exc)
+    problem = request_problem(exc)
     error = NotFoundError if problem.endswith("not found") else InputError
     return error(f"{redact(url)}: {problem}")
 
@@ -210,7 +210,7 @@ def head(url: str, config: S3Config | None = None) -> ObjectInfo:
         return _http_head(url)
     import obstore
 
-    bucket, key = _bucket_key(url)
+    bucket, key = bucket_key(url)
     store = (config or S3Config.from_environment()).store(bucket)
     try:
         meta = obstore.head(store, key)
@@ -263,18 +263,18 @@ def upload(local: Path, url: str, config: S3Config | None = None) -> None:
     """
     import obstore
 
-    bucket, key = _bucket_key(url)
+    bucket, key = bucket_key(url)
     try:
         obstore.put((config or S3Config.from_environment()).store(bucket), key, local)
     except Exception as exc:
-        raise OutputError(f"{redact(url)}: upload failed: {_problem(exc)}") from None
+        raise OutputError(f"{redact(url)}: upload failed: {request_problem(exc)}") from None
 
 
 def download(url: str, local: Path, config: S3Config | None = None) -> None:
     """Fetch the object ``url`` names into ``local`` (streamed, not held in memory)."""
     import obstore
 
-    bucket, key = _bucket_key(url)
+    bucket, key = bucket_key(url)
     try:
         with local.open("wb") as out:
             for chunk in obstore.get((config or S3Config.from_environment()).store(bucket), key):
@@ -324,7 +324,7 @@ def open_object(url: str, config: S3Config | None = None) -> io.BufferedReader:
     """A seekable, read-only file over the object ``url`` names (reads of ``READ_BLOCK`` bytes)."""
     import obstore
 
-    bucket, key = _bucket_key(url)
+    bucket, key = bucket_key(url)
     try:
         store = (config or S3Config.from_environment()).store(bucket)
         reader = obstore.open_reader(store, key, buffer_size=READ_BLOCK)
@@ -348,7 +348,7 @@ class StagedOutputs:
         for number, url in enumerate(urls):
             if not url.startswith("s3://"):
                 raise UsageError(f"{redact(url)}: outputs go to s3:// URLs (http(s) is read-only)")
-            _bucket_key(url)
+            bucket_key(url)
             if url in urls[:number]:
                 raise UsageError(f"{redact(url)}: named for two outputs")
             if exists(url, self.config) and not overwrite:

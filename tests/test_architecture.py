@@ -36,7 +36,8 @@ MAX_PARAMETERS = 8
 # around it and cli on top); ``grids`` holds the geometry that readers and writers share, so
 # it comes first (not second, as in the data path: the readers import it). ``storage`` (object
 # storage: URLs, credentials, uploads) is where inputs come from and outputs go, below them
-# all. ``errors``, ``logsafe`` and ``progress`` (the hook stages report to) may be imported by
+# all; ``mirror`` (a local working copy of a bucket prefix, for workdirs kept there) sits
+# right on it. ``errors``, ``logsafe`` and ``progress`` (the hook stages report to) may be imported by
 # every part. Derived from the code: an import that goes against the data path is listed in
 # BACKWARD.
 BASE = frozenset({"errors", "logsafe", "progress"})
@@ -45,12 +46,13 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "logsafe": frozenset({"errors"}),
     "progress": frozenset(),
     "storage": BASE,
+    "mirror": BASE | {"storage"},
     "grids": BASE,
     "sources": BASE | {"storage", "grids"},
     "ingest": BASE | {"grids", "sources"},
     "engine": BASE | {"grids", "ingest"},
     "sinks": BASE | {"storage", "grids", "sources", "ingest", "engine"},
-    "run": BASE | {"storage", "grids", "sources", "ingest", "engine", "sinks"},
+    "run": BASE | {"storage", "mirror", "grids", "sources", "ingest", "engine", "sinks"},
     "train": BASE | {"grids", "sources", "ingest", "engine", "sinks", "run"},
     "cli": BASE | {"storage", "grids", "sources", "ingest", "engine", "sinks", "run", "train"},
 }

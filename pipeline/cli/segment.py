@@ -117,7 +117,8 @@ def segment(
         str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (CUDA only).")
     ] = "auto",
     workdir: Annotated[
-        Path | None, typer.Option("--workdir", help="Keep intermediates here (resumable).")
+        str | None,
+        typer.Option("--workdir", help="Keep intermediates here (resumable): a folder, or an s3:// prefix."),
     ] = None,
     no_resume: Annotated[
         bool, typer.Option("--no-resume", help="Start clean even if the workdir matches.")
@@ -195,7 +196,7 @@ def segment(
         overlap=overlap,
         precision=precision,
         max_pixels=max_pixels,
-        workdir=workdir,
+        workdir=None if workdir is None else gdal_path(workdir) if is_url(workdir) else Path(workdir),
         resume=not no_resume,
         allow_remote=allow_remote,
         overwrite=overwrite,

@@ -85,7 +85,7 @@ def ingest(
         "kind": source.kind,
         "geometry": source.attrs,
         "band_names": [source.band_names[i] for i in bands],
-        "paths": [str(p) for p in source.paths],
+        "paths": source.shown_paths,
     }
     image = create_array(path, data.shape, data.dtype, (len(bands), *chunks), attrs)
     draft = preparation(source, bands, normalization)

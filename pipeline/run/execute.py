@@ -2,7 +2,9 @@
 
 Regions never write the same chunk, so they may run at once on several workers; each
 is resumable (done chunk rows are skipped). A recipe (fixed input shapes, cascades)
-runs on the whole input at once, in one region.
+runs on the whole input at once, in one region. With the workdir in a bucket, a region
+fetches the image chunks its rows need (plus a margin of two patches: the engine's
+batches may start a little before them) and stores each chunk row as it finishes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pipeline.ingest.prepare import Preparation
 from pipeline.ingest.store import DoneMarks, ZArray, open_array
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan
+from pipeline.run.workdir import done_marks, local_path, pull_rows
 from unet.card import ModelCard, load_card
 from unet.loaders import load_network
 from unet.recipes import run_recipe
@@ -30,20 +33,20 @@ from unet.recipes import run_recipe
 log = logging.getLogger(__name__)
 
 
-def engine_arrays(workdir: Path, plan: RunPlan) -> tuple[ZArray, ZArray, ZArray | None]:
-    """The image the engine reads and the labels/probabilities it writes (model grid if resampled)."""
-    layout = WorkdirLayout(workdir)
+def engine_paths(workdir: Path, plan: RunPlan) -> tuple[Path, Path, Path | None]:
+    """Where the image the engine reads and the labels/probabilities it writes are (model grid
+    if resampled), in the local folder of ``workdir``."""
+    layout = WorkdirLayout(local_path(workdir))
     if plan.model_grid is None:
-        return (
-            open_array(layout.image),
-            open_array(layout.labels),
-            open_array(layout.probabilities) if layout.probabilities.exists() else None,
-        )
-    return (
-        open_array(layout.model_image),
-        open_array(layout.model_labels),
-        open_array(layout.model_probabilities),
-    )
+        probabilities = layout.probabilities if (layout.probabilities / "zarr.json").exists() else None
+        return layout.image, layout.labels, probabilities
+    return layout.model_image, layout.model_labels, layout.model_probabilities
+
+
+def engine_arrays(workdir: Path, plan: RunPlan) -> tuple[ZArray, ZArray, ZArray | None]:
+    """The image the engine reads and the labels/probabilities it writes."""
+    image, labels, probabilities = engine_paths(workdir, plan)
+    return open_array(image), open_array(labels), None if probabilities is None else open_array(probabilities)
 
 
 def regions(workdir: Path, count: int) -> list[tuple[int, int]]:
@@ -103,7 +106,11 @@ def run_rows(
         batch_size,
         "all" if rows is None else f"{rows[0]}-{rows[1]}",
     )
-    done = DoneMarks(WorkdirLayout(workdir).done)
+    image_path, *written = engine_paths(workdir, plan)
+    margin = 2 * plan.patch[0]
+    lo, hi = (0, int(labels.shape[0])) if rows is None or card.recipe is not None else rows
+    pull_rows(workdir, image_path, (max(0, lo - margin), hi + margin))
+    done = done_marks(workdir, [path for path in written if path is not None])
     if card.recipe is not None:
         total = int(labels.shape[0])
         if rows is not None and tuple(rows) != (0, total):

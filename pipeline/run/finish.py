@@ -3,6 +3,8 @@
 A run with a reference writes the flood classes instead of the card's
 (``pipeline.run.flood_extent``); with ``--pre-event`` it first runs the same card on the
 pre-event scene, through the same three stages, in a workdir of its own under the run's.
+A workdir in a bucket is fetched whole into this process's copy; of what finishing writes,
+only the manifest (the stamps of the outputs) goes back.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pipeline.run.layout import WorkdirLayout
 from pipeline.run.ownership import remove_workdir
 from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.regrid import to_source_grid
-from pipeline.run.workdir import Workdir
+from pipeline.run.workdir import Workdir, pull_all
 from pipeline.sinks.registry import WriteJob, is_seg
 from pipeline.sinks.stitch import write_outputs
 from unet.card import ModelCard, load_card
@@ -35,7 +37,7 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
     ``progress`` gets the ``writing`` stage."""
     plan = RunPlan.load(workdir)
     card = load_card(plan.card)
-    layout = WorkdirLayout(workdir)
+    layout = WorkdirLayout(pull_all(workdir))
     image = open_array(layout.image)
     labels = open_array(layout.labels)
     probabilities = open_array(layout.probabilities) if layout.probabilities.exists() else None
@@ -59,7 +61,7 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
         if plan.spec.reference.pre_event is not None:
             _pre_event_run(plan, card, layout, plan.spec.reference.pre_event)
         job = flood_job(job, plan.spec, layout)
-    statistics = write_outputs(job, paths, workdir, Workdir.open(workdir).record, progress)
+    statistics = write_outputs(job, paths, layout.path, Workdir.open(workdir).record, progress)
     if plan.remove_workdir:
         remove_workdir(workdir)
     return statistics

@@ -103,3 +103,21 @@ class WorkdirLayout:
     def pre_event_water(self) -> Path:
         """That run's labels (land, water) as a GeoTIFF on the pre-event scene's grid."""
         return self.path / "pre-event-water.tif"
+
+
+def is_state(name: str) -> bool:
+    """Whether ``name`` (relative to a workdir) is one of the small files every stage reads:
+    the marker, the manifest, the plan, the SEG source record, an array's metadata, a done mark."""
+    here = WorkdirLayout(Path())
+    files = {str(path) for path in (here.marker, here.manifest, here.plan, here.seg_source)}
+    top, _, rest = name.partition("/")
+    return name in files or (top.endswith(".zarr") and rest == "zarr.json") or top == str(here.done)
+
+
+def chunk_row(name: str, array: Path) -> int | None:
+    """The index along the first spatial axis of the chunk ``name`` of a channel-first array
+    (``image.zarr/c/CHANNEL/ROW/...``, relative to the workdir), None for other files."""
+    parts = name.split("/")
+    if len(parts) < 4 or parts[0] != array.name or parts[1] != "c" or not parts[3].isdigit():
+        return None
+    return int(parts[3])

@@ -6,6 +6,8 @@
   used, emptied or removed. Folders whose loss would hurt (the current directory, the
   home folder, ``/``, an input or its folder, the output's folder, or any folder above
   them) are refused as workdirs even when marked.
+* A workdir in a bucket (an ``s3://`` prefix) follows the same rule: it is used only when
+  it holds no object, or the marker object; it never contains an input.
 * An existing output file is replaced only when the user says ``overwrite``, or when a
   stamp (size, mtime, inode) that segpipe recorded when writing it still matches: a
   rerun may replace its own earlier output, never a file someone put there since.
@@ -22,8 +24,10 @@ from typing import Any
 
 import pipeline
 from pipeline.errors import OutputError, UsageError
+from pipeline.mirror import mirror_of
 from pipeline.run.layout import LAYOUT_VERSION, MARKER, WorkdirLayout
 from pipeline.sinks.atomic import stamp
+from pipeline.storage import is_url, shown, url_of
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,15 @@ def marker(path: Path) -> dict[str, Any] | None:
     if path.is_symlink() or not path.is_dir() or file.is_symlink() or not file.is_file():
         return None
     try:
-        content = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return _marker_content(file.read_bytes())
+    except OSError:
+        return None
+
+
+def _marker_content(data: bytes | None) -> dict[str, Any] | None:
+    try:
+        content = json.loads(data or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(content, dict) or "segpipe" not in content or "layout" not in content:
         return None
@@ -64,6 +75,9 @@ def protected(inputs: Iterable[Path], outputs: Iterable[Path]) -> dict[Path, str
 def check_workdir(path: Path, inputs: Iterable[Path], outputs: Iterable[Path]) -> None:
     """Refuse ``path`` as a workdir unless it is new, empty, or a marked segpipe workdir that
     holds nothing else the run needs (inputs, the outputs' folder, the current directory, ...)."""
+    if is_url(path):
+        _check_prefix(path, inputs)
+        return
     if path.is_symlink():
         raise UsageError(f"workdir {path}: is a symbolic link; give a real folder")
     resolved = path.expanduser().resolve()
@@ -82,6 +96,24 @@ def check_workdir(path: Path, inputs: Iterable[Path], outputs: Iterable[Path]) -
         raise UsageError(
             f"workdir {path}: exists, is not empty and was not created by segpipe (no {MARKER}); "
             "give a new or empty folder"
+        )
+
+
+def _check_prefix(path: Path, inputs: Iterable[Path]) -> None:
+    """Refuse a workdir in a bucket unless it is an ``s3://`` prefix holding no input, and
+    no object or the marker object."""
+    url = url_of(path)
+    if not url.startswith("s3://"):
+        raise UsageError(f"workdir {shown(path)}: a workdir in object storage is an s3:// prefix")
+    inside = url.rstrip("/") + "/"
+    for source in inputs:
+        if is_url(source) and url_of(source).startswith(inside):
+            raise UsageError(f"workdir {shown(path)}: refused, it contains the input {shown(source)}")
+    mirror = mirror_of(url)
+    if mirror.listing() and _marker_content(mirror.read(MARKER)) is None:
+        raise UsageError(
+            f"workdir {shown(path)}: holds objects and was not created by segpipe (no {MARKER}); "
+            "give a new or empty prefix"
         )
 
 

@@ -4,8 +4,10 @@ Everything that can be checked before work starts (card, bands, device, output
 folder) is checked first, so bad input fails fast and leaves nothing behind. The plan
 (``RunPlan``, the workdir's ``plan.json``) holds the run's spec and what it resolved to
 (patch, overlap, device, precision, model grid): the later stages need only the
-workdir path, so a Prefect or Dask task on another machine (with the same filesystem)
-can run any of them.
+workdir path, so a Prefect or Dask task on another machine (with the same filesystem, or
+with the workdir in a bucket) can run any of them. The plan names a URL input without its
+query: a presigned URL's signature is a credential, and the later stages do not read the
+input.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from pipeline.run.ownership import check_outputs_free, check_workdir
 from pipeline.run.regrid import to_model_grid
 from pipeline.run.resolve import check_work_size, no_autocast, patch_size, polygon_options, ras_spacing
 from pipeline.run.spec import Outputs, RunSpec
-from pipeline.run.workdir import Workdir, written_stamps
+from pipeline.run.workdir import Workdir, local_path, pull_state, push, written_stamps
 from pipeline.sinks.checks import check_areas, check_outputs
 from pipeline.sinks.polygons import PolygonOptions
 from pipeline.sinks.registry import is_seg
 from pipeline.sinks.stitch import OutputPaths
 from pipeline.sources.opening import is_volume, open_source
+from pipeline.storage import gdal_path, is_url, redact, shown, url_of
 from unet.card import ModelCard
 from unet.loaders import load_network
 from unet.recipes import recipe_networks
@@ -70,9 +73,11 @@ class RunPlan(BaseModel):
 
     @classmethod
     def load(cls, workdir: Path) -> RunPlan:
-        return cls.model_validate_json(WorkdirLayout(workdir).plan.read_text())
+        """The plan of ``workdir`` (a folder, or a workdir in a bucket: fetched with its state)."""
+        return cls.model_validate_json(WorkdirLayout(pull_state(workdir)).plan.read_text())
 
     def save(self, workdir: Path) -> None:
+        """Write the plan into ``workdir`` (a folder, or the local copy of a workdir in a bucket)."""
         WorkdirLayout(workdir).plan.write_text(self.model_dump_json(indent=1))
 
     @property
@@ -91,6 +96,12 @@ class RunPlan(BaseModel):
 
 def output_paths(outputs: Outputs) -> OutputPaths:
     return OutputPaths(outputs.labels, outputs.probabilities, outputs.polygons, outputs.stats)
+
+
+def without_credentials(spec: RunSpec) -> RunSpec:
+    """``spec`` as the plan stores it: each URL input without its query (a presigned signature)."""
+    inputs = [gdal_path(redact(url_of(path))) if is_url(path) else path for path in spec.inputs]
+    return spec.model_copy(update={"inputs": inputs})
 
 
 def workdir_of(spec: RunSpec) -> Path:
@@ -146,8 +157,8 @@ def prepare_run(
         raise UsageError(f"model '{card.name}' must be loaded from a card file")
     workdir_path = workdir_of(spec)
     paths = output_paths(spec.outputs)
-    check_outputs_free(paths.requested(), spec.overwrite, written_stamps(workdir_path))
     check_workdir(workdir_path, inputs, paths.requested())
+    check_outputs_free(paths.requested(), spec.overwrite, written_stamps(pull_state(workdir_path)))
     kind = "volume" if any(is_volume(path) for path in inputs) else "raster"
     if card.spatial_dims != (3 if kind == "volume" else 2):
         raise UsageError(f"model '{card.name}' is {card.spatial_dims}D but {inputs[0]} is a {kind}")
@@ -183,17 +194,17 @@ def prepare_run(
         load_network(card, device, keep=keep_network)
 
     current = run_fingerprint(spec, card, source.paths)
-    resume = spec.resume and _same_engine(workdir_path, device, precision)
+    resume = spec.resume and _same_engine(local_path(workdir_path), device, precision)
     workdir = Workdir.prepare(workdir_path, current, resume)
     layout = workdir.layout
     if seg_source is not None:
         seg_source.save(layout.seg_source)  # finishing must not read the source again
     if not workdir.finished("ingest"):
-        log.info("ingesting %s into %s", ", ".join(map(str, inputs)), layout.path)
+        log.info("ingesting %s into %s", ", ".join(map(shown, inputs)), shown(workdir_path))
         image = ingest(source, bands, card.inputs.normalization, layout.image, progress)
         workdir.finish("ingest")
     else:
-        log.info("resuming: ingest already finished in %s", layout.path)
+        log.info("resuming: ingest already finished in %s", shown(workdir_path))
         image = open_array(layout.image)
     if not workdir.finished("outputs-created"):
         if grid_shape is not None:
@@ -204,7 +215,7 @@ def prepare_run(
         workdir.finish("outputs-created")
 
     RunPlan(
-        spec=spec,
+        spec=without_credentials(spec),
         card=str(card.card_path),
         model=card.name,
         whole_input=card.recipe is not None,
@@ -215,8 +226,9 @@ def prepare_run(
         precision=precision,
         model_grid=None if grid_shape is None else list(grid_shape),
     ).save(layout.path)
+    push(workdir_path, [layout.plan])
     log.info("%s runs on %s in %s", card.name, device, precision)
-    return layout.path
+    return workdir_path
 
 
 def _seg_source(source: SourceImage, series: Path, labels: Path, card: ModelCard) -> SegSource | None:

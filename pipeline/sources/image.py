@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import dask.array as da
 
+from pipeline.storage import shown
+
 
 @dataclass(frozen=True)
 class SourceImage:
@@ -35,3 +37,9 @@ class SourceImage:
     @property
     def spatial_shape(self) -> tuple[int, ...]:
         return tuple(int(n) for n in self.data.shape[1:])
+
+    @property
+    def shown_paths(self) -> list[str]:
+        """The paths as the workdir and the statistics record them: a URL without its query
+        (a presigned URL's signature is a credential)."""
+        return [shown(path) for path in self.paths]

@@ -14,10 +14,12 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import boto3
 import pytest
@@ -46,9 +48,12 @@ class Recorder:
     app: Any
     log: list[Served] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    answering: int = 0  # requests whose answer is not yet logged
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         status: list[int] = [0]
+        with self.lock:
+            self.answering += 1
 
         def recording_start(code: str, headers: Any, *rest: Any) -> Any:
             status[0] = int(code.split()[0])
@@ -69,10 +74,19 @@ class Recorder:
                     int(environ.get("CONTENT_LENGTH") or 0),
                 )
             )
+            self.answering -= 1
+
+    def settled(self, timeout_s: float = 5.0) -> list[Served]:
+        """The log once every request answered so far is in it (a client may read the last byte
+        of an answer before the server gets to log it)."""
+        deadline = time.monotonic() + timeout_s
+        while self.answering and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self.lock:
+            return list(self.log)
 
     def requests_for(self, key: str) -> list[Served]:
-        with self.lock:
-            return [served for served in self.log if served.path.endswith("/" + key)]
+        return [served for served in self.settled() if served.path.endswith("/" + key)]
 
 
 @dataclass(frozen=True)
@@ -113,11 +127,31 @@ class S3Server:
         return [item["Key"] for item in listed.get("Contents", []) if item["Key"].startswith(prefix)]
 
 
+def _encoded_query(create: Any) -> Any:
+    """moto's ``S3IAMRequest._create_aws_request`` with the query URI-encoded again, as SigV4
+    signs it: moto checks a listing's ``prefix=a%2Fb`` against its decoded ``a/b`` otherwise."""
+
+    def create_encoded(self: Any) -> Any:
+        request = create(self)
+        parts = urlsplit(request.url)
+        if parts.query:
+            pairs = (pair.partition("=") for pair in parts.query.split("&"))
+            query = "&".join(
+                f"{quote(unquote(key), safe='-_.~')}={quote(unquote(value), safe='-_.~')}"
+                for key, _, value in pairs
+            )
+            request.url = urlunsplit(parts._replace(query=query))
+        return request
+
+    return create_encoded
+
+
 @contextlib.contextmanager
 def running_s3_server() -> Iterator[S3Server]:
     """moto's server on 127.0.0.1 and a free port, IAM checks on, the sample scene uploaded."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.iam.access_control import S3IAMRequest
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
@@ -131,6 +165,8 @@ def running_s3_server() -> Iterator[S3Server]:
     # what moto's /moto-api/reset-auth does: the next three requests go unchecked, the rest are checked
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 3
     ActionAuthenticatorMixin.request_count = 0
+    create = S3IAMRequest._create_aws_request
+    S3IAMRequest._create_aws_request = _encoded_query(create)  # type: ignore[method-assign]
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, **admin)
         iam.create_user(UserName="segpipe")
@@ -149,6 +185,7 @@ def running_s3_server() -> Iterator[S3Server]:
         server.shutdown()
         thread.join()
         settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+        S3IAMRequest._create_aws_request = create  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.sources.registry import Opened, OpenOptions, Reader, by_name, register
+from pipeline.storage import is_url
 
 
 def _open(inputs: list[Path], options: OpenOptions) -> Opened:
@@ -30,8 +31,9 @@ def _open(inputs: list[Path], options: OpenOptions) -> Opened:
 
 
 def _is_folder(path: Path) -> bool:
-    """A folder is read as a DICOM series (found recursively)."""
-    return path.is_dir()
+    """A folder is read as a DICOM series (found recursively); a URL names an object, not a folder
+    (and a presigned one is longer than a file name may be: no lookup on the local disk)."""
+    return not is_url(path) and path.is_dir()
 
 
 register(Reader(name="dicom", kind="volume", claims=_is_folder, open=_open, alone="volume"))
