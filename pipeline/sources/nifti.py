@@ -58,6 +58,8 @@ def _load(path: Path) -> Any:
         raise NotFoundError(f"{path}: file not found")
     try:
         with LoggingOutputSuppressor():  # nibabel prints header fixes itself; the refusal says what is wrong
+            # slab by slab: with indexed_gzip (a dependency) nibabel keeps one reader of a .nii.gz
+            # and seeks through its index instead of decompressing from the start for each slab
             image = nib.load(path)
             if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
                 raise InputError(f"{path}: not a NIfTI-1/2 image")
