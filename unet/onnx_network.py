@@ -4,6 +4,11 @@ CUDA runs on the CUDA execution provider or not at all: asking for a CUDA device
 it is a ``DeviceError``, never a quiet CPU run. Static dimensions the graph declares are
 checked against the card when it loads; a graph with a fixed batch size is fed batches of
 exactly that size (the last one zero-padded), so the engine may use any ``--batch-size``.
+
+Batches go through ONNX Runtime's I/O binding: the session reads the input tensor where
+torch holds it and writes its output into a torch tensor on the same device, so a CUDA
+batch never makes a round trip through host memory (and a CPU batch is not copied into
+and out of NumPy).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ log = logging.getLogger(__name__)
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+TORCH_TYPES = {np.float32: torch.float32, np.float16: torch.float16}
 
 
 def _ort_errors(ort: Any) -> tuple[type[BaseException], ...]:
@@ -83,7 +89,8 @@ class OnnxNetwork:
     def __init__(self, session: Any, path: Path, card: ModelCard, errors: tuple[type[BaseException], ...]):
         self.session = session
         self.path = path
-        self._errors = errors
+        # a bound run raises its failures as RuntimeError
+        self._run_errors: tuple[type[BaseException], ...] = (*errors, RuntimeError)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
             names = [item.name for item in inputs]
@@ -92,11 +99,17 @@ class OnnxNetwork:
             raise ModelError(f"{path}: the graph has no outputs")
         if inputs[0].type not in INPUT_TYPES:
             raise ModelError(f"{path}: the graph's input is {inputs[0].type}; segpipe feeds float or float16")
+        if outputs[0].type not in INPUT_TYPES:
+            raise ModelError(
+                f"{path}: the graph's output is {outputs[0].type}; segpipe reads float or float16"
+            )
         if len(outputs) > 1:
             log.info("%s: %d outputs; using the first, '%s'", path, len(outputs), outputs[0].name)
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         self.input_dtype = INPUT_TYPES[inputs[0].type]
+        self.output_dtype = INPUT_TYPES[outputs[0].type]
+        self.channels = card.output_channels
         self.batch = _check_dims(
             path, "input", list(inputs[0].shape), len(card.inputs.channels), card, "inputs.channels"
         )
@@ -106,31 +119,44 @@ class OnnxNetwork:
                 "%s: the graph has a fixed batch size of %d; batches are fed in pieces", path, self.batch
             )
 
-    def _run(self, array: np.ndarray) -> np.ndarray:
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """One batch through I/O binding, on ``x``'s device: ``(B, C, *patch) -> (B, K, *patch)``."""
+        cuda = x.device.type == "cuda"
+        device_type, device_id = ("cuda", x.device.index or 0) if cuda else ("cpu", 0)
+        x = x.detach().to(TORCH_TYPES[self.input_dtype]).contiguous()
+        out = torch.empty(
+            (x.shape[0], self.channels, *x.shape[2:]), dtype=TORCH_TYPES[self.output_dtype], device=x.device
+        )
+        binding = self.session.io_binding()
+        binding.bind_input(
+            self.input_name, device_type, device_id, self.input_dtype, list(x.shape), x.data_ptr()
+        )
+        binding.bind_output(
+            self.output_name, device_type, device_id, self.output_dtype, list(out.shape), out.data_ptr()
+        )
+        if cuda:
+            torch.cuda.current_stream(x.device).synchronize()  # torch's writes to x, before ORT reads it
         try:
-            result = self.session.run([self.output_name], {self.input_name: array})[0]
-        except self._errors as exc:
+            self.session.run_with_iobinding(binding)
+        except self._run_errors as exc:
             raise ModelError(
-                f"{self.path}: ONNX Runtime failed on a batch of shape {list(array.shape)}: "
-                f"{_first_line(exc)}"
+                f"{self.path}: ONNX Runtime failed on a batch of shape {list(x.shape)}: {_first_line(exc)}"
             ) from None
-        return np.asarray(result, dtype=np.float32)
+        binding.synchronize_outputs()
+        return out
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy(), dtype=self.input_dtype)
         if self.batch is None:
-            out = self._run(array)
-        else:
-            pieces = []
-            for start in range(0, array.shape[0], self.batch):
-                piece = array[start : start + self.batch]
-                count = piece.shape[0]
-                if count < self.batch:
-                    padding = np.zeros((self.batch - count, *piece.shape[1:]), dtype=piece.dtype)
-                    piece = np.concatenate([piece, padding])
-                pieces.append(self._run(piece)[:count])
-            out = np.concatenate(pieces)
-        return torch.from_numpy(out).to(x.device)
+            return self._run(x).float()
+        pieces = []
+        for start in range(0, x.shape[0], self.batch):
+            piece = x[start : start + self.batch]
+            count = piece.shape[0]
+            if count < self.batch:
+                padding = piece.new_zeros((self.batch - count, *piece.shape[1:]))
+                piece = torch.cat([piece, padding])
+            pieces.append(self._run(piece)[:count])
+        return torch.cat(pieces).float()
 
 
 def load_onnx(path: Path, card: ModelCard, device: torch.device) -> OnnxNetwork:

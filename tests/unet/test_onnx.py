@@ -134,3 +134,57 @@ def test_a_session_that_fell_back_to_cpu_is_a_device_error(
     ):
         load_network(card, torch.device("cuda:1"))
     assert requested[0] == ("CUDAExecutionProvider", {"device_id": 1})
+
+
+class _Casts(torch.nn.Module):
+    """Float input, output cast to ``dtype``: graphs whose output segpipe can or cannot read."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, -x], dim=1).to(self.dtype)
+
+
+def test_batches_run_through_io_binding_into_a_torch_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session reads the torch input in place and writes into a torch output: the
+    NumPy round trip (``session.run``) is not used."""
+    original = tiny_unet()
+    save_onnx(original, tmp_path / "model.onnx")
+    network = load_network(load_card(unet_card(tmp_path, "onnx", "model.onnx")), CPU)
+
+    def no_copies(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("session.run copies through NumPy")
+
+    monkeypatch.setattr(network.session, "run", no_copies)  # type: ignore[attr-defined]
+    x = batch_of(3)
+    out = network(x)
+    assert out.dtype == torch.float32
+    assert out.device == x.device
+    torch.testing.assert_close(out, reference(original, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_float16_output_is_read_and_an_integer_output_refused(tmp_path: Path) -> None:
+    save_onnx(_Casts(torch.float16), tmp_path / "half.onnx")
+    half = load_network(load_card(unet_card(tmp_path, "onnx", "half.onnx", name="half")), CPU)
+    x = batch_of(2)
+    torch.testing.assert_close(half(x), torch.cat([x, -x], dim=1).half().float())
+    save_onnx(_Casts(torch.int64), tmp_path / "int.onnx")
+    with pytest.raises(ModelError, match=r"int\.onnx: the graph's output is tensor\(int64\)"):
+        load_network(load_card(unet_card(tmp_path, "onnx", "int.onnx", name="int")), CPU)
+
+
+@pytest.mark.gpu
+def test_a_cuda_batch_stays_on_the_device_and_equals_the_cpu_result(tmp_path: Path) -> None:
+    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("needs a CUDA device and onnxruntime-gpu")
+    save_onnx(tiny_unet(), tmp_path / "model.onnx")
+    card = load_card(unet_card(tmp_path, "onnx", "model.onnx"))
+    x = batch_of(4)
+    on_cpu = load_network(card, CPU)(x)
+    out = load_network(card, torch.device("cuda"))(x.cuda())
+    assert out.device.type == "cuda"
+    torch.testing.assert_close(out.cpu(), on_cpu, rtol=1e-3, atol=1e-4)
