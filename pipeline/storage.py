@@ -244,6 +244,29 @@ def _http_head(url: str) -> ObjectInfo:
         raise InputError(f"{redact(url)}: cannot connect to the server") from None
 
 
+def read_document(url: str, limit: int, config: S3Config | None = None) -> bytes:
+    """The whole body of a small object (a STAC Item); one larger than ``limit`` bytes is refused
+    (an object in a bucket before its body moves)."""
+    too_large = InputError(f"{redact(url)}: larger than {limit} bytes; not read")
+    if url.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                body: bytes = response.read(limit + 1)
+        except urllib.error.HTTPError as exc:
+            error = NotFoundError if exc.code == 404 else InputError
+            raise error(f"{redact(url)}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError):
+            raise InputError(f"{redact(url)}: cannot connect to the server") from None
+    else:
+        if head(url, config).size > limit:
+            raise too_large
+        with open_object(url, config) as stream:
+            body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
 def exists(url: str, config: S3Config | None = None) -> bool:
     """Whether an object is stored under ``url`` (an unreachable bucket is an error, not False)."""
     try:

@@ -3,8 +3,15 @@
 Band names come from ``eo:bands`` (STAC 1.0) or ``bands`` (STAC 1.1), with their
 common names; ``raster:bands`` (or ``raster:scale``/``raster:offset``/``nodata`` on
 1.1 bands) give the scale, offset and nodata applied before the card's normalisation.
-Only raster assets are considered (GeoTIFF/COG/JP2/VRT media types or suffixes); their
-hrefs must be local files inside the item's folder unless remote access is allowed.
+Only raster assets are considered (GeoTIFF/COG/JP2/VRT media types or suffixes).
+
+Where the assets may be:
+* an Item on disk: local files inside the item's folder; ``s3://`` and ``https://`` assets
+  (and any other file) only with ``--allow-remote``;
+* an Item given as an ``s3://`` or ``https://`` URL (remote by the user's choice, read
+  whole up to ``ITEM_MAX_BYTES``): remote assets only, relative hrefs resolved against
+  the Item's URL. A remote Item never names a file of this machine.
+Remote assets are read in place through GDAL (``pipeline.storage.gdal_path``).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import pystac
 
@@ -21,18 +28,38 @@ from pipeline.sources.bands import select_bands
 from pipeline.sources.geotiff import BandRef, open_bands
 from pipeline.sources.references import VSI, check_inputs, check_local
 from pipeline.sources.registry import Opened, OpenOptions, Reader, register
+from pipeline.storage import SCHEMES, gdal_path, is_url, read_document, redact, shown, url_of
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-vrt")
+ITEM_MAX_BYTES = 16 << 20
 
 
 def is_stac_item(path: Path) -> bool:
-    return path.suffix.lower() == ".json"
+    name = urlsplit(url_of(path)).path if is_url(path) else str(path)
+    return name.lower().endswith(".json")
+
+
+def _remote_asset(href: str, item: str, key: str) -> Path:
+    """The GDAL path of a remote Item's asset: an ``s3://`` or ``http(s)://`` URL, nothing local."""
+    if urlparse(href).scheme.lower() not in SCHEMES:
+        raise InputError(
+            f"{redact(item)}: asset '{key}' of a remote STAC Item is not an s3:// or https:// URL; "
+            "a remote Item may not name files of this machine"
+        )
+    return gdal_path(href)
 
 
 def _local_path(href: str, item_path: Path, key: str, allow_remote: bool) -> Path:
     """The asset's file: without ``allow_remote``, a plain path inside the item's folder."""
     parsed = urlparse(href)
+    if parsed.scheme.lower() in SCHEMES:
+        if not allow_remote:
+            raise InputError(
+                f"{item_path}: asset '{key}' is remote ({redact(href)}); "
+                "read it with --allow-remote, or download it first"
+            )
+        return gdal_path(href)
     if parsed.scheme == "file":
         href = parsed.path
     elif parsed.scheme and not href.startswith(VSI):
@@ -88,20 +115,34 @@ def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
     Assets must lie in the item's folder (or below) unless ``allow_remote``; see
     ``pipeline.sources.references``.
     """
-    if not path.is_file():
+    remote = is_url(path)
+    if not remote and not path.is_file():
         raise NotFoundError(f"{path}: file not found")
+    body = read_document(url_of(path), ITEM_MAX_BYTES) if remote else b""
     try:
-        item = pystac.Item.from_file(str(path))
-    except (json.JSONDecodeError, pystac.STACError, KeyError, TypeError, ValueError) as exc:
+        if remote:
+            item = pystac.Item.from_dict(json.loads(body), href=url_of(path))
+        else:
+            item = pystac.Item.from_file(str(path))
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        pystac.STACError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
         raise InputError(
-            f"{path}: not a STAC Item ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            f"{shown(path)}: not a STAC Item ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
     refs: list[BandRef] = []
     for key, asset in item.assets.items():
         if not _is_raster(asset):
             continue
         href = asset.get_absolute_href() or asset.href
-        local = _local_path(href, path, key, allow_remote)
+        local = (
+            _remote_asset(href, url_of(path), key) if remote else _local_path(href, path, key, allow_remote)
+        )
         roles = set(asset.roles or [])
         categorical = True if roles & {"classification", "cloud", "snow-ice", "water-mask"} else None
         for index, band in enumerate(_band_entries(asset), start=1):
@@ -119,7 +160,7 @@ def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
                 )
             )
     if not refs:
-        raise InputError(f"{path}: the STAC Item has no raster assets")
+        raise InputError(f"{shown(path)}: the STAC Item has no raster assets")
     return refs
 
 
@@ -133,7 +174,7 @@ def _open(inputs: list[Path], options: OpenOptions) -> Opened:
     requested = list(options.bands) if options.bands is not None else None
     names = [ref.name for ref in refs]
     commons = [ref.common_name for ref in refs]
-    picked = select_bands(names, list(options.channels), requested, str(path), commons)
+    picked = select_bands(names, list(options.channels), requested, shown(path), commons)
     chosen = [refs[i] for i in picked]
     if not options.allow_remote:
         check_inputs([ref.path for ref in chosen], [path.absolute().parent])

@@ -166,6 +166,9 @@ def test_stac_assets_must_be_local(tmp_path: Path) -> None:
         {"B08": {"href": "https://example.com/nir.tif", "type": "image/tiff", "eo:bands": [{"name": "B08"}]}},
     )
     card = load_card(threshold_card(tmp_path, 0.1, channels=["nir"]))
-    with pytest.raises(InputError, match="asset 'B08' is not a local file"):
+    with pytest.raises(
+        InputError,
+        match=r"asset 'B08' is remote \(https://example.com/nir.tif\); read it with --allow-remote",
+    ):
         segment(run_spec([item], card, tmp_path / "mask.tif", **CPU), card)
     assert not (tmp_path / "mask.tif").exists()
