@@ -8,12 +8,19 @@ the workdir lives under ``output_dir`` and survives a failure, so rerunning the 
 scene resumes: ingest is skipped and finished chunk rows are kept. Existing outputs are
 replaced only when an earlier run of the scene wrote them (stamped in its done manifest
 or workdir), or with ``overwrite``.
+
+``output_dir`` may be an ``s3://bucket/prefix``: the workdir follows into the bucket
+(``PREFIX/.segpipe/work/NAME``), so region tasks on other machines share only the bucket;
+finishing and the report run in the flow's process, write the outputs into a local staging
+folder and upload each whole, the done manifest last (``flows.layout``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +49,10 @@ from pipeline.run.flood_extent import output_classes
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.spec import FloodReference, InferenceOptions, Outputs, PolygonSettings, RunSpec
-from pipeline.run.workdir import Workdir
+from pipeline.run.workdir import Workdir, pull_all
 from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
+from pipeline.sinks.stitch import OutputPaths
 from pipeline.storage import gdal_path, is_url, shown, url_of
 from unet.card import load_card
 
@@ -166,41 +174,51 @@ def infer_region(workdir: str, rows: tuple[int, int], device: str | None = None)
 
 
 @task(name="finish-scene", cache_policy=NONE)
-def finish_scene(workdir: str) -> dict[str, Any]:
-    """Write the COG, polygons and statistics on the scene's grid (atomically)."""
+def finish_scene(workdir: str, staged: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write the COG, polygons and statistics on the scene's grid (atomically); with ``staged``
+    (output kind -> local file), there instead, for ``report_scene`` to upload."""
     with library_logs():
-        statistics = finish_run(Path(workdir))
+        paths = None
+        if staged is not None:
+            local = {kind: Path(file) for kind, file in staged.items() if kind != "quicklook"}
+            paths = OutputPaths(**local)
+        statistics = finish_run(Path(workdir), paths=paths)
         if statistics is None:
             raise UsageError(f"{workdir}: the run did not ask for statistics")
         return statistics
 
 
 @task(name="report-scene", cache_policy=NONE)
-def report_scene(result: SceneResult, workdir: str, quicklook: str) -> SceneResult:
-    """Quick-look PNG and markdown report as artifacts; then the done manifest, written last."""
+def report_scene(
+    result: SceneResult, workdir: str, quicklook: str, staged: dict[str, str] | None = None
+) -> SceneResult:
+    """Quick-look PNG and markdown report as artifacts; then the done manifest, written last.
+    With ``staged`` (outputs in a bucket, written locally): every output uploaded first."""
     with library_logs():
         out = Path(quicklook).parent
-        arrays = WorkdirLayout(Path(workdir))
+        arrays = WorkdirLayout(pull_all(Path(workdir)))
         png = workdir_quicklook(
             arrays.image,
             arrays.labels,
-            Path(result.outputs["labels"]),
+            Path(result.outputs["labels"] if staged is None else staged["labels"]),
             result.classes,
             result.statistics,
             f"{result.name}: {result.model}",
         )
-        temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
-        temporary.write_bytes(png)
         workdir_state = Workdir.open(Path(workdir))
-        workdir_state.record({str(Path(quicklook).resolve()): stamp(temporary)})
-        temporary.replace(quicklook)
-        outputs = {**result.outputs, "quicklook": quicklook}
+        outputs = {**result.outputs, "quicklook": shown(quicklook)}
+        stamps: dict[str, Any]
+        if staged is None:
+            temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
+            temporary.write_bytes(png)
+            workdir_state.record({str(Path(quicklook).resolve()): stamp(temporary)})
+            temporary.replace(quicklook)
+            stamps = layout.stamp_outputs(Path(path) for path in outputs.values())
+        else:
+            Path(staged["quicklook"]).write_bytes(png)
+            stamps = layout.upload_outputs({outputs[kind]: Path(file) for kind, file in staged.items()})
         result = result.model_copy(
-            update={
-                "outputs": outputs,
-                "fingerprint": workdir_state.fingerprint,
-                "stamps": layout.stamp_outputs(Path(path) for path in outputs.values()),
-            }
+            update={"outputs": outputs, "fingerprint": workdir_state.fingerprint, "stamps": stamps}
         )
         key = artifact_key("flood", result.name)
         publish_image(f"{key}-quicklook", png, f"{result.name}: classes over the input, with their areas")
@@ -255,8 +273,9 @@ def flood_mapping(
         inference = inference or InferenceOptions()
         polygons = polygons or PolygonSettings()
         inputs, name = scene_inputs_and_name(scene)
-        out = Path(output_dir).expanduser().resolve()
-        out.mkdir(parents=True, exist_ok=True)
+        out = layout.output_folder(output_dir)
+        if not is_url(out):
+            out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
         spec = scene_spec(inputs, str(card.card_path), out, name, inference, polygons, probabilities)
         reference = FloodReference(
@@ -300,27 +319,36 @@ def flood_mapping(
                 runs.append(run)
                 progress.advance(f"rows {run.rows[0]}-{run.rows[1]} on {run.device}")
         finish_started = time.perf_counter()
-        statistics = finish_scene(prepared.workdir)
-        progress.advance("outputs written")
         outputs = flood_outputs(out, name, probabilities)
-        result = SceneResult(
-            name=name,
-            inputs=[shown(p) for p in inputs],
-            model=card.name,
-            classes=output_classes(card, reference),
-            outputs={kind: str(path) for kind, path in outputs.items()},
-            statistics=statistics,
-            regions=sorted(runs, key=lambda run: run.rows),
-            timings={
-                "prepare (check, ingest)": prepared.seconds,
-                "infer (all regions, wall)": finish_started - infer_started,
-                "finish (COG, polygons, stats)": time.perf_counter() - finish_started,
-                "total": time.perf_counter() - started,
-            },
-            gpu_requested=gpu,
-            flow_run_id=str(flow_run.id or ""),
-        )
         quicklook = layout.output(out, name, ".quicklook.png")
-        result = report_scene(result, prepared.workdir, str(quicklook))
+        staging = Path(tempfile.mkdtemp(prefix="segpipe-outputs-")) if is_url(out) else None
+        try:
+            staged = None  # outputs in a bucket: written here, uploaded by report_scene
+            if staging is not None:
+                named = {**outputs, "quicklook": quicklook}
+                staged = {kind: str(staging / path.name) for kind, path in named.items()}
+            statistics = finish_scene(prepared.workdir, staged)
+            progress.advance("outputs written")
+            result = SceneResult(
+                name=name,
+                inputs=[shown(p) for p in inputs],
+                model=card.name,
+                classes=output_classes(card, reference),
+                outputs={kind: shown(path) for kind, path in outputs.items()},
+                statistics=statistics,
+                regions=sorted(runs, key=lambda run: run.rows),
+                timings={
+                    "prepare (check, ingest)": prepared.seconds,
+                    "infer (all regions, wall)": finish_started - infer_started,
+                    "finish (COG, polygons, stats)": time.perf_counter() - finish_started,
+                    "total": time.perf_counter() - started,
+                },
+                gpu_requested=gpu,
+                flow_run_id=str(flow_run.id or ""),
+            )
+            result = report_scene(result, prepared.workdir, str(quicklook), staged)
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         logger.info("%s: wrote %s", name, ", ".join(result.outputs.values()))
         return result

@@ -16,22 +16,50 @@ manifest holds the run's fingerprint (reused only when equal, ``pipeline.run.fin
 and a stamp of every output, which is what lets a later run replace them: an existing
 file that neither the manifest nor the unit's workdir stamped is replaced only with
 ``overwrite``.
+
+``output_dir`` may be an ``s3://bucket/prefix`` (held as its GDAL path, ``/vsis3/...``, the
+form run specs take): the same names under the prefix, the workdir in the bucket
+(``pipeline.run.workdir``), the outputs written locally by the flow and uploaded whole
+(``upload_outputs``), and the manifest stamps each output by the ETag it was stored with,
+so a rerun replaces only objects still as segpipe stored them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from flows.names import inside
+from pipeline.errors import NotFoundError, OutputError, UsageError
+from pipeline.mirror import mirror_of
 from pipeline.run import ownership
-from pipeline.run.workdir import written_stamps
+from pipeline.run.layout import MARKER
+from pipeline.run.workdir import pull_state, written_stamps
 from pipeline.sinks.atomic import stamp
+from pipeline.storage import fetch, gdal_path, head, is_url, redact, upload, url_of
 
 STATE = ".segpipe"
+
+
+def output_folder(output_dir: str) -> Path:
+    """``output_dir`` as the flows hold it: a resolved local folder, or an ``s3://`` prefix as its
+    GDAL path (refused: an ``http(s)://`` URL, read-only; a bare bucket, which has no prefix)."""
+    if not is_url(output_dir):
+        return Path(output_dir).expanduser().resolve()
+    url = url_of(output_dir).rstrip("/")
+    if not url.startswith("s3://"):
+        raise UsageError(f"output_dir {redact(url)}: outputs go to an s3:// prefix (http(s) is read-only)")
+    try:
+        return gdal_path(url)
+    except UsageError:
+        raise UsageError(
+            f"output_dir {redact(url)}: give a prefix in the bucket (s3://BUCKET/PREFIX)"
+        ) from None
 
 
 def workdir(output_dir: Path, name: str) -> Path:
@@ -51,6 +79,14 @@ def output(output_dir: Path, name: str, suffix: str) -> Path:
 def write_manifest(output_dir: Path, name: str, content: dict[str, Any]) -> Path:
     """Write the done manifest last, atomically; ``content["outputs"]`` lists the output paths."""
     path = manifest_path(output_dir, name)
+    if is_url(output_dir):
+        staged = Path(tempfile.mkdtemp(prefix="segpipe-manifest-")) / path.name
+        try:
+            staged.write_text(json.dumps(content, indent=1, default=str), encoding="utf-8")
+            upload(staged, url_of(path))
+        finally:
+            shutil.rmtree(staged.parent)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
     with temporary.open("w", encoding="utf-8") as handle:
@@ -62,8 +98,11 @@ def write_manifest(output_dir: Path, name: str, content: dict[str, Any]) -> Path
 
 
 def _manifest(output_dir: Path, name: str) -> Any:
+    path = manifest_path(output_dir, name)
     try:
-        return json.loads(manifest_path(output_dir, name).read_text(encoding="utf-8"))
+        if is_url(path):
+            return json.loads(fetch(url_of(path)) or b"null")
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
@@ -74,7 +113,7 @@ def read_manifest(output_dir: Path, name: str) -> dict[str, Any] | None:
     outputs = content.get("outputs") if isinstance(content, dict) else None
     if not isinstance(outputs, dict) or not outputs:
         return None
-    if not all(Path(str(value)).exists() for value in outputs.values()):
+    if not all(_exists(str(value)) for value in outputs.values()):
         return None
     return cast(dict[str, Any], content)
 
@@ -89,6 +128,9 @@ def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwr
     an earlier run of it: stamped by its done manifest or by its workdir, and unchanged since."""
     content = _manifest(output_dir, name)
     recorded = content.get("stamps") if isinstance(content, dict) else None
+    if is_url(output_dir):
+        _check_objects_replaceable(paths, overwrite, recorded if isinstance(recorded, dict) else {})
+        return
     stamps: dict[str, list[Any]] = {}
     for source in (written_stamps(workdir(output_dir, name)), recorded if isinstance(recorded, dict) else {}):
         for path, value in source.items():
@@ -99,4 +141,38 @@ def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwr
 def remove_workdir(output_dir: Path, name: str) -> None:
     """Drop the workdir once the manifest is written (the zarr copy can be as big as the input);
     only a workdir segpipe marked is removed."""
-    ownership.remove_workdir(workdir(output_dir, name))
+    path = workdir(output_dir, name)
+    if not is_url(path):
+        ownership.remove_workdir(path)
+    elif ownership.marker(pull_state(path)) is not None:
+        mirror_of(url_of(path)).delete(keep_last=MARKER)
+
+
+def _etag(url: str) -> str | None:
+    """The ETag of the object ``url`` names; None when there is none (a missing bucket is an error)."""
+    try:
+        return head(url).etag or ""
+    except NotFoundError as exc:
+        if "bucket not found" in str(exc):
+            raise OutputError(str(exc)) from None
+        return None
+
+
+def _exists(name: str) -> bool:
+    return _etag(name) is not None if is_url(name) else Path(name).exists()
+
+
+def _check_objects_replaceable(paths: Iterable[Path], overwrite: bool, recorded: dict[str, Any]) -> None:
+    """Refuse when an output object exists with another ETag than the done manifest stamped."""
+    for path in paths:
+        url = url_of(path)
+        etag = _etag(url)
+        if etag is None or overwrite or (etag and recorded.get(url) == {"etag": etag}):
+            continue
+        raise OutputError(f"{redact(url)}: already exists; pass overwrite=True to replace it")
+
+
+def upload_outputs(files: Mapping[str, Path]) -> dict[str, dict[str, int | str]]:
+    """Store each local file under its URL (``files``: URL -> file); their stamps for the done
+    manifest: the ETag each object was stored with."""
+    return {url: {"etag": upload(path, url) or ""} for url, path in files.items()}

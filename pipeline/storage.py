@@ -278,8 +278,9 @@ def exists(url: str, config: S3Config | None = None) -> bool:
     return True
 
 
-def upload(local: Path, url: str, config: S3Config | None = None) -> None:
+def upload(local: Path, url: str, config: S3Config | None = None) -> str | None:
     """Store ``local`` under ``url``; the key appears only once the whole file is stored.
+    Returns the stored object's ETag (what proves later that the object is still this one).
 
     obstore sends a file over a few MB as a multipart upload, completed at the end (S3
     shows nothing under the key before), a smaller one as a single PUT.
@@ -288,9 +289,24 @@ def upload(local: Path, url: str, config: S3Config | None = None) -> None:
 
     bucket, key = bucket_key(url)
     try:
-        obstore.put((config or S3Config.from_environment()).store(bucket), key, local)
+        result: Any = obstore.put((config or S3Config.from_environment()).store(bucket), key, local)
     except Exception as exc:
         raise OutputError(f"{redact(url)}: upload failed: {request_problem(exc)}") from None
+    etag = result.get("e_tag")
+    return None if etag is None else str(etag)
+
+
+def fetch(url: str, config: S3Config | None = None) -> bytes | None:
+    """The content of the (small) object ``url`` names, None when there is none."""
+    import obstore
+
+    bucket, key = bucket_key(url)
+    try:
+        return bytes(obstore.get((config or S3Config.from_environment()).store(bucket), key).bytes())
+    except FileNotFoundError:
+        return None
+    except Exception as exc:
+        raise _refusal(url, exc) from None
 
 
 def download(url: str, local: Path, config: S3Config | None = None) -> None:

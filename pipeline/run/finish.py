@@ -24,17 +24,20 @@ from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.regrid import to_source_grid
 from pipeline.run.workdir import Workdir, pull_all
 from pipeline.sinks.registry import WriteJob, is_seg
-from pipeline.sinks.stitch import write_outputs
+from pipeline.sinks.stitch import OutputPaths, write_outputs
 from unet.card import ModelCard, load_card
 
 if TYPE_CHECKING:
     from pipeline.sinks.dicom_seg import SegSource
 
 
-def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str, Any] | None:
+def finish_run(
+    workdir: Path, progress: StageProgress | None = None, paths: OutputPaths | None = None
+) -> dict[str, Any] | None:
     """Write every output of the planned ``workdir``; return the statistics (None unless asked for).
 
-    ``progress`` gets the ``writing`` stage."""
+    ``progress`` gets the ``writing`` stage. ``paths``: local files to write instead of the
+    plan's outputs, for a caller that uploads outputs the plan names by URL."""
     plan = RunPlan.load(workdir)
     card = load_card(plan.card)
     layout = WorkdirLayout(pull_all(workdir))
@@ -47,7 +50,7 @@ def finish_run(workdir: Path, progress: StageProgress | None = None) -> dict[str
     labels = postprocess_labels(
         labels, ValidMask(image, prepare), image.attrs.asdict(), card, layout.postprocessed
     )
-    paths = plan.output_paths()
+    paths = paths or plan.output_paths()
     job = WriteJob(
         image.attrs.asdict(),
         card,

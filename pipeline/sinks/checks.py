@@ -14,6 +14,7 @@ from pipeline.sinks.polygons import check_polygon_output
 from pipeline.sinks.registry import OPTIONS, SINKS, claiming, offered, sink_for
 from pipeline.sinks.stitch import OutputPaths
 from pipeline.sources.image import SourceImage
+from pipeline.storage import is_url
 
 
 def check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -> None:
@@ -35,7 +36,8 @@ def check_outputs(paths: OutputPaths, source: SourceImage, inputs: list[Path]) -
         )
     for role, path in paths.by_role():
         sink_for(role, path, kind, attrs)
-        check_writable(path)
+        if not is_url(path):  # an output named by URL is written locally and uploaded by its caller
+            check_writable(path)
     resolved = [path.resolve() for path in paths.requested()]
     if len(set(resolved)) != len(resolved):
         raise UsageError("-o, --probabilities, --polygons and --stats must name different files")
