@@ -44,6 +44,7 @@ from pipeline.sinks.atomic import stamp
 from pipeline.storage import fetch, gdal_path, head, is_url, redact, upload, url_of
 
 STATE = ".segpipe"
+MANIFEST_MAX_BYTES = 1 << 20  # a done manifest in a bucket is read whole: a larger object is not one
 
 
 def output_folder(output_dir: str) -> Path:
@@ -101,7 +102,7 @@ def _manifest(output_dir: Path, name: str) -> Any:
     path = manifest_path(output_dir, name)
     try:
         if is_url(path):
-            return json.loads(fetch(url_of(path)) or b"null")
+            return json.loads(fetch(url_of(path), MANIFEST_MAX_BYTES) or b"null")
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None

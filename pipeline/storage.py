@@ -20,11 +20,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -244,29 +241,6 @@ def _http_head(url: str) -> ObjectInfo:
         raise InputError(f"{redact(url)}: cannot connect to the server") from None
 
 
-def read_document(url: str, limit: int, config: S3Config | None = None) -> bytes:
-    """The whole body of a small object (a STAC Item); one larger than ``limit`` bytes is refused
-    (an object in a bucket before its body moves)."""
-    too_large = InputError(f"{redact(url)}: larger than {limit} bytes; not read")
-    if url.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-                body: bytes = response.read(limit + 1)
-        except urllib.error.HTTPError as exc:
-            error = NotFoundError if exc.code == 404 else InputError
-            raise error(f"{redact(url)}: HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError):
-            raise InputError(f"{redact(url)}: cannot connect to the server") from None
-    else:
-        if head(url, config).size > limit:
-            raise too_large
-        with open_object(url, config) as stream:
-            body = stream.read(limit + 1)
-    if len(body) > limit:
-        raise too_large
-    return body
-
-
 def exists(url: str, config: S3Config | None = None) -> bool:
     """Whether an object is stored under ``url`` (an unreachable bucket is an error, not False)."""
     try:
@@ -296,17 +270,32 @@ def upload(local: Path, url: str, config: S3Config | None = None) -> str | None:
     return None if etag is None else str(etag)
 
 
-def fetch(url: str, config: S3Config | None = None) -> bytes | None:
-    """The content of the (small) object ``url`` names, None when there is none."""
-    import obstore
-
-    bucket, key = bucket_key(url)
-    try:
-        return bytes(obstore.get((config or S3Config.from_environment()).store(bucket), key).bytes())
-    except FileNotFoundError:
-        return None
-    except Exception as exc:
-        raise _refusal(url, exc) from None
+def fetch(url: str, limit: int, config: S3Config | None = None) -> bytes | None:
+    """The whole body of a small object (a STAC Item, a done manifest), None when there is none;
+    one over ``limit`` bytes is refused (in a bucket, before its body moves)."""
+    too_large = InputError(f"{redact(url)}: larger than {limit} bytes; not read")
+    if url.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                body: bytes = response.read(limit + 1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise InputError(f"{redact(url)}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError):
+            raise InputError(f"{redact(url)}: cannot connect to the server") from None
+    else:
+        try:
+            size = head(url, config).size
+        except NotFoundError:
+            return None
+        if size > limit:
+            raise too_large
+        with open_object(url, config) as stream:
+            body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    return body
 
 
 def download(url: str, local: Path, config: S3Config | None = None) -> None:
@@ -370,41 +359,3 @@ def open_object(url: str, config: S3Config | None = None) -> io.BufferedReader:
     except Exception as exc:
         raise _refusal(url, exc) from None
     return io.BufferedReader(ObjectFile(reader), buffer_size=READ_BLOCK)
-
-
-class StagedOutputs:
-    """Outputs named by URL, written to local files first and uploaded once the run succeeded.
-
-    ``paths`` are the files the run writes: a URL's under a temporary folder (removed when
-    this object goes), a local path as it is; ``upload()`` stores each written file under
-    its key. An existing key is refused when this is built, before any work, unless
-    ``overwrite``.
-    """
-
-    def __init__(self, names: list[str | None], overwrite: bool = False) -> None:
-        self.config = S3Config.from_environment()
-        urls = [name for name in names if name is not None and is_url(name)]
-        for number, url in enumerate(urls):
-            if not url.startswith("s3://"):
-                raise UsageError(f"{redact(url)}: outputs go to s3:// URLs (http(s) is read-only)")
-            bucket_key(url)
-            if url in urls[:number]:
-                raise UsageError(f"{redact(url)}: named for two outputs")
-            if exists(url, self.config) and not overwrite:
-                raise OutputError(f"{redact(url)}: already exists; pass --overwrite to replace it")
-        self.remote: dict[str, Path] = {}
-        if urls:
-            folder = Path(tempfile.mkdtemp(prefix="segpipe-outputs-"))
-            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
-            for number, url in enumerate(urls):
-                staged = folder / str(number) / url.rpartition("/")[2]
-                staged.parent.mkdir()
-                self.remote[url] = staged
-        self.paths = [None if name is None else self.remote.get(name, Path(name)) for name in names]
-
-    def upload(self) -> None:
-        """Store each written output under its key (a complete object, or nothing)."""
-        for url, path in self.remote.items():
-            if path.exists():
-                upload(path, url, self.config)
-                log.info("stored %s", redact(url))

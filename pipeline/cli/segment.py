@@ -11,9 +11,10 @@ import typer
 
 from pipeline.cli.app import Overwrite, Quiet, Verbose, configure_logging, examples
 from pipeline.cli.progress import with_progress
+from pipeline.cli.staged_outputs import StagedOutputs
 from pipeline.errors import NotFoundError, UsageError
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS
-from pipeline.storage import StagedOutputs, gdal_path, is_url
+from pipeline.storage import gdal_path, is_url
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:

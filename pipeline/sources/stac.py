@@ -28,7 +28,7 @@ from pipeline.sources.bands import select_bands
 from pipeline.sources.geotiff import BandRef, open_bands
 from pipeline.sources.references import VSI, check_inputs, check_local
 from pipeline.sources.registry import Opened, OpenOptions, Reader, register
-from pipeline.storage import SCHEMES, gdal_path, is_url, read_document, redact, shown, url_of
+from pipeline.storage import SCHEMES, fetch, gdal_path, is_url, redact, shown, url_of
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 RASTER_MEDIA = ("image/tiff", "image/jp2", "application/x-vrt")
@@ -118,7 +118,9 @@ def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
     remote = is_url(path)
     if not remote and not path.is_file():
         raise NotFoundError(f"{path}: file not found")
-    body = read_document(url_of(path), ITEM_MAX_BYTES) if remote else b""
+    body = fetch(url_of(path), ITEM_MAX_BYTES) if remote else b""
+    if body is None:
+        raise NotFoundError(f"{shown(path)}: object not found")
     try:
         if remote:
             item = pystac.Item.from_dict(json.loads(body), href=url_of(path))
