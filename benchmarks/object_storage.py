@@ -5,13 +5,15 @@ Starts the test suite's S3 server (moto on loopback, tests/storage/conftest.py),
 outputs; input, labels, polygons and stats in the bucket with the workdir on local disk;
 the same with ``--workdir`` in the bucket too) and prints JSON: wall and CPU time of each
 (CPU: the process's user + system time, what a loaded machine does not inflate), and the
-requests and bytes the server answered for each bucket run, by kind.
+requests and bytes the server answered for each bucket run, by kind. ``--size N`` runs an
+N x N scene instead (the chip tiled, 512 x 512 deflate tiles).
 
-    PYTHONPATH=. python benchmarks/object_storage.py
+    PYTHONPATH=. python benchmarks/object_storage.py [--size 4000]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -20,6 +22,9 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
+import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,12 +69,30 @@ def costs(served: list[Served]) -> dict[str, object]:
     }
 
 
+def tiled_scene(path: Path, size: int) -> Path:
+    """The sample chip repeated into a ``size`` x ``size`` scene (tiled, deflate)."""
+    with rasterio.open(SCENE) as source:
+        chip, profile = source.read(), source.profile
+    reps = (1, -(-size // chip.shape[1]), -(-size // chip.shape[2]))
+    data = np.tile(chip, reps)[:, :size, :size]
+    profile.update(height=size, width=size, tiled=True, blockxsize=512, blockysize=512, compress="deflate")
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(data)
+    return path
+
+
 def main() -> None:
-    report: dict[str, object] = {"scene": SCENE.name, "scene_bytes": SCENE.stat().st_size}
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=None, help="an N x N scene instead of the chip")
+    size = parser.parse_args().size
     with running_s3_server() as server, tempfile.TemporaryDirectory() as tmp:
+        scene = SCENE if size is None else tiled_scene(Path(tmp) / "scene.tif", size)
+        if scene is not SCENE:
+            server.client().upload_file(str(scene), BUCKET, "in/scene.tif")
+        report: dict[str, object] = {"scene": scene.name, "size": size, "scene_bytes": scene.stat().st_size}
         env = server.env()
         report["local"] = timed(
-            [str(SCENE), "-o", "w.tif", "--polygons", "w.gpkg", "--stats", "w.json"], env, Path(tmp)
+            [str(scene), "-o", "w.tif", "--polygons", "w.gpkg", "--stats", "w.json"], env, Path(tmp)
         )
         for run, workdir in (("bucket_local_workdir", []), ("bucket_workdir_in_bucket", ["--workdir"])):
             out = f"s3://{BUCKET}/bench/{run}"
