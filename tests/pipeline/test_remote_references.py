@@ -123,7 +123,7 @@ def test_remote_hrefs_in_a_stac_item_are_still_refused(tmp_path: Path) -> None:
     with recording_http_server() as (url, requests):
         item = _item(tmp_path, f"{url}/scene.tif")
         card = load_card(threshold_card(tmp_path, 0.5))
-        with pytest.raises(InputError, match="asset 'b1' is remote .*; read it with --allow-remote"):
+        with pytest.raises(InputError, match=r"asset 'b1' is remote .*; read it with --allow-remote"):
             segment(run_spec([item], card, tmp_path / "mask.tif", **CPU), card)
     assert requests == []
 
