@@ -16,8 +16,9 @@ Read from a STAC Item when the scene is one, else from the raster and its file n
 
 ``overlap_fraction`` is the part of one footprint covered by another: the intersection is
 computed by shapely in lon/lat (edges straight in lon/lat), its area and the footprint's on
-the WGS 84 ellipsoid (``pyproj.Geod``, after densifying the edges), so the fraction is an
-area ratio on the ground, not in square degrees. Footprints that cross the antimeridian
+the WGS 84 ellipsoid (``grids.areas.geodesic_areas_m2``, after densifying the edges; holes
+are subtracted whatever their winding), so the fraction is an area ratio on the ground, not
+in square degrees. Footprints that cross the antimeridian
 must come split (as STAC asks); a raster's footprint is not split.
 """
 
@@ -36,12 +37,14 @@ import rasterio
 import shapely  # type: ignore[import-untyped]
 import shapely.errors  # type: ignore[import-untyped]
 import shapely.geometry  # type: ignore[import-untyped]
-from pyproj import Geod, Transformer
+from pyproj import Transformer
 from rasterio.errors import RasterioError
+
+from pipeline.grids.areas import geodesic_areas_m2
 
 EDGE_POINTS = 21
 EDGE_STEP_DEG = 0.01
-WGS84 = Geod(ellps="WGS84")
+LONLAT = "OGC:CRS84"  # WGS 84 in longitude, latitude order, as footprints are
 _COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?!\d)")
 _DAY = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
 
@@ -73,7 +76,7 @@ def geodesic_area(geometry: shapely.Geometry) -> float:
     """The area in m2 of a lon/lat (multi)polygon on the WGS 84 ellipsoid, its edges taken as
     straight in lon/lat (as shapely intersects them): densified to ``EDGE_STEP_DEG`` first,
     since ``pyproj.Geod`` joins vertices by geodesics."""
-    return float(abs(WGS84.geometry_area_perimeter(shapely.segmentize(geometry, EDGE_STEP_DEG))[0]))
+    return float(geodesic_areas_m2([geometry], LONLAT, EDGE_STEP_DEG)[0])
 
 
 def overlap_fraction(footprint: shapely.Geometry, other: shapely.Geometry) -> float:

@@ -56,6 +56,17 @@ def test_overlap_is_an_area_ratio_on_the_ground() -> None:
     assert overlap_fraction(shapely.box(0, 0, 1, 1), shapely.box(-1, -1, 2, 2)) == pytest.approx(1.0)
 
 
+def test_a_hole_in_a_footprint_is_not_covered_whatever_its_winding() -> None:
+    """STAC geometries come from anywhere: a hole wound like its shell still subtracts."""
+    ring = [(0, 0), (2, 0), (2, 2), (0, 2)]
+    hole = [(0.5, 0.5), (1.5, 0.5), (1.5, 1.5), (0.5, 1.5)]  # counter-clockwise, as the shell
+    footprint = shapely.Polygon(ring, holes=[hole])
+    assert shapely.Polygon(hole).exterior.is_ccw
+    assert footprint.exterior.is_ccw
+    # the lower half: 2 x 1 degrees less half the hole, of 4 - 1 (near the equator, about 0.5)
+    assert overlap_fraction(footprint, shapely.box(0, 0, 2, 1)) == pytest.approx(0.5, abs=2e-3)
+
+
 def test_raster_footprint_in_lon_lat_from_a_utm_grid(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / f"{S1_NAME}", np.zeros((1, 300, 200), np.float32))
     acquisition = read_acquisition(path)
