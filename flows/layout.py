@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from flows.names import inside
-from pipeline.errors import NotFoundError, OutputError, UsageError
+from pipeline.errors import OutputError, UsageError
 from pipeline.mirror import mirror_of
 from pipeline.run import ownership
 from pipeline.run.layout import MARKER
 from pipeline.run.workdir import pull_state, written_stamps
 from pipeline.sinks.atomic import stamp
-from pipeline.storage import fetch, gdal_path, head, is_url, redact, upload, url_of
+from pipeline.storage import exists, fetch, gdal_path, is_url, redact, stored_etag, upload, url_of
 
 STATE = ".segpipe"
 MANIFEST_MAX_BYTES = 1 << 20  # a done manifest in a bucket is read whole: a larger object is not one
@@ -149,25 +149,15 @@ def remove_workdir(output_dir: Path, name: str) -> None:
         mirror_of(url_of(path)).delete(keep_last=MARKER)
 
 
-def _etag(url: str) -> str | None:
-    """The ETag of the object ``url`` names; None when there is none (a missing bucket is an error)."""
-    try:
-        return head(url).etag or ""
-    except NotFoundError as exc:
-        if "bucket not found" in str(exc):
-            raise OutputError(str(exc)) from None
-        return None
-
-
 def _exists(name: str) -> bool:
-    return _etag(name) is not None if is_url(name) else Path(name).exists()
+    return exists(name) if is_url(name) else Path(name).exists()
 
 
 def _check_objects_replaceable(paths: Iterable[Path], overwrite: bool, recorded: dict[str, Any]) -> None:
     """Refuse when an output object exists with another ETag than the done manifest stamped."""
     for path in paths:
         url = url_of(path)
-        etag = _etag(url)
+        etag = stored_etag(url)
         if etag is None or overwrite or (etag and recorded.get(url) == {"etag": etag}):
             continue
         raise OutputError(f"{redact(url)}: already exists; pass overwrite=True to replace it")

@@ -68,17 +68,6 @@ class Mirror:
         except Exception as exc:
             raise self._failed("listing", exc) from None
 
-    def read(self, name: str) -> bytes | None:
-        """The object ``name`` (relative to the prefix), None when there is none."""
-        import obstore
-
-        try:
-            return bytes(obstore.get(self.store, self.prefix + name).bytes())
-        except FileNotFoundError:
-            return None
-        except Exception as exc:
-            raise self._failed(f"reading {name}", exc) from None
-
     def pull(self, wanted: Callable[[str], bool]) -> int:
         """Fetch the objects whose names ``wanted`` accepts and that the copy lacks or has older;
         return how many were fetched."""

@@ -241,15 +241,20 @@ def _http_head(url: str) -> ObjectInfo:
         raise InputError(f"{redact(url)}: cannot connect to the server") from None
 
 
-def exists(url: str, config: S3Config | None = None) -> bool:
-    """Whether an object is stored under ``url`` (an unreachable bucket is an error, not False)."""
+def stored_etag(url: str, config: S3Config | None = None) -> str | None:
+    """The ETag of the object stored under ``url`` ("" when the server gives none), None when
+    there is none (an unreachable bucket is an error, not None)."""
     try:
-        head(url, config)
+        return head(url, config).etag or ""
     except NotFoundError as exc:
         if "bucket not found" in str(exc):
             raise OutputError(str(exc)) from None
-        return False
-    return True
+        return None
+
+
+def exists(url: str, config: S3Config | None = None) -> bool:
+    """Whether an object is stored under ``url`` (an unreachable bucket is an error, not False)."""
+    return stored_etag(url, config) is not None
 
 
 def upload(local: Path, url: str, config: S3Config | None = None) -> str | None:

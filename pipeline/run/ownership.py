@@ -27,9 +27,10 @@ from pipeline.errors import OutputError, UsageError
 from pipeline.mirror import mirror_of
 from pipeline.run.layout import LAYOUT_VERSION, MARKER, WorkdirLayout
 from pipeline.sinks.atomic import stamp
-from pipeline.storage import is_url, shown, url_of
+from pipeline.storage import fetch, is_url, shown, url_of
 
 log = logging.getLogger(__name__)
+MARKER_MAX_BYTES = 1 << 16  # a marker is a few lines of JSON: a larger object is not one
 
 
 def marker(path: Path) -> dict[str, Any] | None:
@@ -110,11 +111,17 @@ def _check_prefix(path: Path, inputs: Iterable[Path]) -> None:
         if is_url(source) and url_of(source).startswith(inside):
             raise UsageError(f"workdir {shown(path)}: refused, it contains the input {shown(source)}")
     mirror = mirror_of(url)
-    if mirror.listing() and _marker_content(mirror.read(MARKER)) is None:
+    if mirror.listing() and _prefix_marker(inside + MARKER) is None:
         raise UsageError(
             f"workdir {shown(path)}: holds objects and was not created by segpipe (no {MARKER}); "
             "give a new or empty prefix"
         )
+
+
+def _prefix_marker(url: str) -> dict[str, Any] | None:
+    """The content of the marker object ``url``; None when it is missing or not segpipe's. The
+    prefix may hold anything: an object larger than a marker is refused, not read."""
+    return _marker_content(fetch(url, MARKER_MAX_BYTES))
 
 
 def remove_workdir(path: Path) -> bool:
