@@ -23,7 +23,7 @@ from urllib.parse import urlparse, urlsplit
 
 import pystac
 
-from pipeline.errors import InputError, NotFoundError
+from pipeline.errors import InputError, NotFoundError, SegpipeError
 from pipeline.sources.bands import select_bands
 from pipeline.sources.geotiff import BandRef, open_bands
 from pipeline.sources.references import VSI, check_inputs, check_local
@@ -109,6 +109,18 @@ def _band_entries(asset: pystac.Asset) -> list[dict[str, Any]]:
     return entries
 
 
+def _read_item(path: Path) -> pystac.Item:
+    """The Item at ``path``: a file, or an object (a URL) read whole, at most ``ITEM_MAX_BYTES``."""
+    if not is_url(path):
+        if not path.is_file():
+            raise NotFoundError(f"{path}: file not found")
+        return pystac.Item.from_file(str(path))
+    body = fetch(url_of(path), ITEM_MAX_BYTES)
+    if body is None:
+        raise NotFoundError(f"{shown(path)}: object not found")
+    return pystac.Item.from_dict(json.loads(body), href=url_of(path))
+
+
 def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
     """Every band of every local raster asset of the STAC Item at ``path``.
 
@@ -116,24 +128,11 @@ def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
     ``pipeline.sources.references``.
     """
     remote = is_url(path)
-    if not remote and not path.is_file():
-        raise NotFoundError(f"{path}: file not found")
-    body = fetch(url_of(path), ITEM_MAX_BYTES) if remote else b""
-    if body is None:
-        raise NotFoundError(f"{shown(path)}: object not found")
     try:
-        if remote:
-            item = pystac.Item.from_dict(json.loads(body), href=url_of(path))
-        else:
-            item = pystac.Item.from_file(str(path))
-    except (
-        json.JSONDecodeError,
-        UnicodeDecodeError,
-        pystac.STACError,
-        KeyError,
-        TypeError,
-        ValueError,
-    ) as exc:
+        item = _read_item(path)
+    except SegpipeError:
+        raise
+    except (pystac.STACError, KeyError, TypeError, ValueError) as exc:  # ValueError: bad JSON or text too
         raise InputError(
             f"{shown(path)}: not a STAC Item ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
         ) from None
