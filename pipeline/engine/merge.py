@@ -34,6 +34,7 @@ class StreamingMerger:
         self.origin = origin
         self.capacity = capacity
         self._weights = weights.to(device=device, dtype=torch.float32)
+        self._uniform = bool(torch.all(self._weights == 1))  # constant blending: x * 1 is x
         rest = padded_shape[1:]
         self._values = torch.zeros((channels, capacity, *rest), dtype=torch.float32, device=device)
         self._weight_sum = torch.zeros((capacity, *rest), dtype=torch.float32, device=device)
@@ -74,7 +75,11 @@ class StreamingMerger:
         """
         for value, position in zip(values, positions, strict=True):
             window = self._window(position)
-            self._values[(slice(None), *window)].addcmul_(value, self._weights)
+            target = self._values[(slice(None), *window)]
+            if self._uniform:
+                target.add_(value)
+            else:
+                target.addcmul_(value, self._weights)
             if position[0] != self._last_band:
                 self._weight_sum[window[0]] += self._band_weights
                 self._last_band = position[0]

@@ -180,6 +180,34 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path: pytest.T
     assert np.array_equal(np.asarray(probs2[...]), np.asarray(probs[...]))
 
 
+class _FailingRows:
+    """A labels array whose writes fail from row ``fail_at`` on (a full disk, say)."""
+
+    def __init__(self, target: zarr.Array, fail_at: int) -> None:
+        self.target, self.fail_at = target, fail_at
+        self.shape, self.chunks, self.dtype = target.shape, target.chunks, target.dtype
+
+    def __setitem__(self, key: tuple[slice, ...] | slice, value: np.ndarray) -> None:
+        rows = key[0] if isinstance(key, tuple) else key
+        if rows.start >= self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.target[key] = value
+
+
+def test_a_failed_write_on_the_writer_thread_ends_the_run_and_leaves_its_rows_undone(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    x = np.random.default_rng(8).random((1, 200, 60), dtype=np.float32)
+    settings = EngineSettings((32, 32), 0.25, "softmax", 2, batch_size=2)
+    image = create_array(zarr.storage.MemoryStore(), x.shape, np.float32, (1, 40, 60))
+    image[...] = x
+    labels = create_array(zarr.storage.MemoryStore(), x.shape[1:], np.uint8, (40, 60))
+    done = DoneMarks(tmp_path / "done")  # type: ignore[operator]
+    with pytest.raises(OSError, match="No space left"):
+        run_engine(image, Threshold(0.5), settings, _FailingRows(labels, 80), None, done)  # type: ignore[arg-type]
+    assert [row for row in range(5) if done.is_done(row)] == [0, 1]
+
+
 def test_regions_write_only_their_rows_and_match_a_whole_run() -> None:
     rng = np.random.default_rng(7)
     x = rng.random((1, 150, 50), dtype=np.float32)
