@@ -12,8 +12,11 @@ import highdicom as hd
 import numpy as np
 import pytest
 
-from flows.pseudonyms import KEY_VARIABLE, MAPPING
+from flows import layout
+from flows.pseudonyms import KEY_VARIABLE, MAPPING, write_mapping
 from flows.scan_archive import REPORT, scan_archive
+from pipeline.mirror import mirror_of
+from pipeline.run.workdir import Workdir
 from tests.flows import builders
 from tests.flows.test_privacy import NAME_MARKERS, TAG_MARKERS, marked_archive
 from tests.helpers import threshold_card
@@ -228,3 +231,38 @@ def test_nothing_a_pseudonymised_run_stores_names_the_patient(
     links = stored(s3_server, f"out/{MAPPING}", bucket).decode("utf-8")
     assert f"{NAME_MARKERS['nifti file']}.nii.gz" in links
     assert all(case.name in links for case in report.cases)
+
+
+def test_the_mapping_in_a_bucket_keeps_the_entries_of_earlier_runs(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_server(monkeypatch, s3_server)
+    out = layout.output_folder(f"s3://{BUCKET}/mapping-out")
+    write_mapping(out, [("case-1", "nifti", "Doe.nii.gz")])
+    write_mapping(out, [("case-2", "dicom", "Roe (MR)")])
+    assert stored(s3_server, f"mapping-out/{MAPPING}").decode().splitlines() == [
+        "id,kind,source",
+        "case-1,nifti,Doe.nii.gz",
+        "case-2,dicom,Roe (MR)",
+    ]
+
+
+def test_dropping_a_workdir_in_a_bucket_drops_its_local_copy_and_only_a_marked_one(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that runs many cases keeps no copy of the finished ones' workdirs."""
+    use_server(monkeypatch, s3_server)
+    out = layout.output_folder(f"s3://{BUCKET}/drop-out")
+    workdir = layout.workdir(out, "case-01")
+    Workdir.prepare(workdir, {"inputs": []}, resume=True)
+    copy = mirror_of(f"s3://{BUCKET}/drop-out/.segpipe/work/case-01").path
+    assert s3_server.keys("drop-out/.segpipe/work/case-01/")
+    assert copy.is_dir()
+
+    layout.drop_workdir(workdir)
+
+    assert s3_server.keys("drop-out/.segpipe/work/case-01/") == []
+    assert not copy.exists()
+    s3_server.client().put_object(Bucket=BUCKET, Key="drop-out/.segpipe/work/other/data", Body=b"not ours")
+    layout.drop_workdir(layout.workdir(out, "other"))
+    assert s3_server.keys("drop-out/.segpipe/work/other/") == ["drop-out/.segpipe/work/other/data"]
