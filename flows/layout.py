@@ -157,13 +157,14 @@ def remove_workdir(output_dir: Path, name: str) -> None:
 
 
 def drop_workdir(path: Path) -> None:
-    """Remove the workdir ``path`` (a folder, or a prefix in a bucket with this process's copy of
-    it) when segpipe marked it; anything else is left alone."""
+    """Remove the workdir ``path`` (a folder, or a prefix in a bucket) when segpipe marked it;
+    anything else is left alone. This process's copy of a prefix goes in any case."""
     if not is_url(path):
         ownership.remove_workdir(path)
-    elif ownership.marker(pull_state(path)) is not None:
+        return
+    if ownership.marker(pull_state(path)) is not None:
         mirror_of(url_of(path)).delete(keep_last=MARKER)
-        forget(url_of(path))
+    forget(url_of(path))
 
 
 def _exists(name: str) -> bool:

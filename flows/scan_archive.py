@@ -39,7 +39,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows import layout
-from flows.cases import Case, find_cases
+from flows.cases import Case, case_outputs, case_spec, find_cases
 from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
@@ -48,7 +48,6 @@ from flows.pseudonyms import (
     hide_fingerprint,
     hide_inputs,
     key_from_environment,
-    private_workdir,
     pseudonym,
     write_mapping,
 )
@@ -78,39 +77,6 @@ from unet.card import ModelCard, load_card
 
 REPORT = "scan-archive-report.json"
 REPORT_UNIT = ".scan-archive-report"  # its done manifest; case names never start with a dot
-
-
-def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
-    """``NAME.nii.gz`` and ``NAME.stats.json`` for every case, ``NAME.seg.dcm`` for DICOM cases."""
-    outputs = {
-        "mask": layout.output(output_dir, case.name, ".nii.gz"),
-        "stats": layout.output(output_dir, case.name, ".stats.json"),
-    }
-    if case.kind == "dicom":
-        outputs["seg"] = layout.output(output_dir, case.name, ".seg.dcm")
-    return outputs
-
-
-def case_workdir(output_dir: Path, case: Case) -> Path:
-    """The case's workdir, under ``output_dir`` (in its bucket too); a pseudonymised case's with
-    outputs in a bucket stays on this machine, since a workdir records the input's paths."""
-    if case.pseudonymised and is_url(output_dir):
-        return private_workdir(output_dir, case.name)
-    return layout.workdir(output_dir, case.name)
-
-
-def case_spec(output_dir: Path, case: Case, model: str, inference: InferenceOptions) -> RunSpec:
-    """The run spec of a case's mask and statistics (also what decides reuse), in a workdir that
-    survives a failure, so that a retry resumes."""
-    outputs = case_outputs(output_dir, case)
-    return RunSpec(
-        inputs=[Path(case.path)],
-        model=model,
-        outputs=Outputs(labels=outputs["mask"], stats=outputs["stats"]),
-        inference=inference,
-        workdir=case_workdir(output_dir, case),
-        overwrite=True,  # the flow has checked which existing outputs it may replace
-    )
 
 
 def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:

@@ -264,5 +264,7 @@ def test_dropping_a_workdir_in_a_bucket_drops_its_local_copy_and_only_a_marked_o
     assert s3_server.keys("drop-out/.segpipe/work/case-01/") == []
     assert not copy.exists()
     s3_server.client().put_object(Bucket=BUCKET, Key="drop-out/.segpipe/work/other/data", Body=b"not ours")
+    other = mirror_of(f"s3://{BUCKET}/drop-out/.segpipe/work/other").path
     layout.drop_workdir(layout.workdir(out, "other"))
     assert s3_server.keys("drop-out/.segpipe/work/other/") == ["drop-out/.segpipe/work/other/data"]
+    assert not other.exists()  # the copy is this process's own, whoever owns the prefix
