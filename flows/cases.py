@@ -8,7 +8,8 @@ archive is skipped with a warning (and listed as ignored) unless ``follow_symlin
 whoever can write into the archive must not make segpipe read from elsewhere. With a
 pseudonym key, names are keyed hashes (``flows.pseudonyms``) and the input is recorded
 as a keyed hash of its path, so results, manifests and reports hold no folder or file
-name.
+name. A case's outputs are named after it under the output folder, and so is its workdir
+(``flows.layout``), except a pseudonymised case's with outputs in a bucket (``case_workdir``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from flows import layout
 from flows.names import sanitise, strip_suffix, unique
-from flows.pseudonyms import digest, pseudonym
+from flows.pseudonyms import digest, private_workdir, pseudonym
 from flows.results import CaseKind
 from pipeline.errors import InputError, NotFoundError
+from pipeline.run.spec import InferenceOptions, Outputs, RunSpec
 from pipeline.sources.nifti import is_nifti
 from pipeline.sources.nrrd import is_nrrd
 from pipeline.sources.references import inside
+from pipeline.storage import is_url
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +103,36 @@ def find_cases(
         for name, (entry, kind) in zip(names, entries, strict=True)
     ]
     return cases, ignored
+
+
+def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
+    """``NAME.nii.gz`` and ``NAME.stats.json`` for every case, ``NAME.seg.dcm`` for DICOM cases."""
+    outputs = {
+        "mask": layout.output(output_dir, case.name, ".nii.gz"),
+        "stats": layout.output(output_dir, case.name, ".stats.json"),
+    }
+    if case.kind == "dicom":
+        outputs["seg"] = layout.output(output_dir, case.name, ".seg.dcm")
+    return outputs
+
+
+def case_workdir(output_dir: Path, case: Case) -> Path:
+    """The case's workdir, under ``output_dir`` (in its bucket too); a pseudonymised case's with
+    outputs in a bucket stays on this machine, since a workdir records the input's paths."""
+    if case.pseudonymised and is_url(output_dir):
+        return private_workdir(output_dir, case.name)
+    return layout.workdir(output_dir, case.name)
+
+
+def case_spec(output_dir: Path, case: Case, model: str, inference: InferenceOptions) -> RunSpec:
+    """The run spec of a case's mask and statistics (also what decides reuse), in a workdir that
+    survives a failure, so that a retry resumes."""
+    outputs = case_outputs(output_dir, case)
+    return RunSpec(
+        inputs=[Path(case.path)],
+        model=model,
+        outputs=Outputs(labels=outputs["mask"], stats=outputs["stats"]),
+        inference=inference,
+        workdir=case_workdir(output_dir, case),
+        overwrite=True,  # the flow has checked which existing outputs it may replace
+    )

@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from flows.names import inside
 from pipeline.errors import OutputError, UsageError
-from pipeline.mirror import mirror_of
+from pipeline.mirror import forget, mirror_of
 from pipeline.run import ownership
 from pipeline.run.layout import MARKER
 from pipeline.run.workdir import pull_state, written_stamps
@@ -80,18 +80,30 @@ def output(output_dir: Path, name: str, suffix: str) -> Path:
 def write_manifest(output_dir: Path, name: str, content: dict[str, Any]) -> Path:
     """Write the done manifest last, atomically; ``content["outputs"]`` lists the output paths."""
     path = manifest_path(output_dir, name)
-    if is_url(output_dir):
-        staged = Path(tempfile.mkdtemp(prefix="segpipe-manifest-")) / path.name
+    write_text(path, json.dumps(content, indent=1, default=str))
+    return path
+
+
+def write_text(path: Path, text: str, private: bool = False) -> dict[str, dict[str, int | str]]:
+    """``text`` under ``path``, all or nothing: a local file through a temporary one renamed into
+    place (``private``: readable by its owner only), an object uploaded whole from a finished
+    local file. Returns its stamp for a done manifest (size, mtime, inode; or the ETag)."""
+    if is_url(path):
+        staging = Path(tempfile.mkdtemp(prefix="segpipe-upload-"))  # a folder only its owner reads
         try:
-            staged.write_text(json.dumps(content, indent=1, default=str), encoding="utf-8")
-            upload(staged, url_of(path))
+            return upload_outputs({url_of(path): _write_local(staging / path.name, text, private)})
         finally:
-            shutil.rmtree(staged.parent)
-        return path
+            shutil.rmtree(staging)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write_local(path, text, private)
+    return stamp_outputs([path])
+
+
+def _write_local(path: Path, text: str, private: bool) -> Path:
     temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=1, default=str)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
@@ -119,9 +131,9 @@ def read_manifest(output_dir: Path, name: str) -> dict[str, Any] | None:
     return cast(dict[str, Any], content)
 
 
-def stamp_outputs(paths: Iterable[Path]) -> dict[str, dict[str, int]]:
+def stamp_outputs(paths: Iterable[Path]) -> dict[str, dict[str, int | str]]:
     """Stamps of outputs just written, for the done manifest."""
-    return {str(path.resolve()): stamp(path) for path in paths}
+    return {str(path.resolve()): dict(stamp(path)) for path in paths}
 
 
 def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwrite: bool) -> None:
@@ -140,13 +152,19 @@ def check_replaceable(output_dir: Path, name: str, paths: Iterable[Path], overwr
 
 
 def remove_workdir(output_dir: Path, name: str) -> None:
-    """Drop the workdir once the manifest is written (the zarr copy can be as big as the input);
-    only a workdir segpipe marked is removed."""
-    path = workdir(output_dir, name)
+    """Drop the workdir once the manifest is written (the zarr copy can be as big as the input)."""
+    drop_workdir(workdir(output_dir, name))
+
+
+def drop_workdir(path: Path) -> None:
+    """Remove the workdir ``path`` (a folder, or a prefix in a bucket) when segpipe marked it;
+    anything else is left alone. This process's copy of a prefix goes in any case."""
     if not is_url(path):
         ownership.remove_workdir(path)
-    elif ownership.marker(pull_state(path)) is not None:
+        return
+    if ownership.marker(pull_state(path)) is not None:
         mirror_of(url_of(path)).delete(keep_last=MARKER)
+    forget(url_of(path))
 
 
 def _exists(name: str) -> bool:

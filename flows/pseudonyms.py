@@ -5,30 +5,42 @@ named ``case-`` + the first 16 hex digits of HMAC-SHA256(key, the entry's path r
 to the archive), with the key taken from ``SEGPIPE_PSEUDONYM_KEY``: stable across runs
 and machines for the same key, not reversible or guessable without it (an MRN space is
 small enough to enumerate, so the key must be secret and long). The only link back is
-``pseudonyms.csv`` in the output folder, readable by its owner only and never logged.
-There is no fallback to sequential IDs: they would change when the archive changes.
+``pseudonyms.csv`` in the output folder, readable by its owner only and never logged
+(under an ``s3://`` prefix: by whom the bucket's policy allows). With outputs in a bucket a
+case's workdir stays on the machine that runs it (``private_workdir``): a workdir records
+the input's paths. There is no fallback to sequential IDs: they would change when the
+archive changes.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import hashlib
 import hmac
 import io
 import json
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flows.layout import write_text
 from pipeline.errors import SegpipeError, UsageError
 from pipeline.logsafe import substitutions
+from pipeline.storage import fetch, is_url, url_of
 
 KEY_VARIABLE = "SEGPIPE_PSEUDONYM_KEY"
 MIN_KEY_LENGTH = 32
 MAPPING = "pseudonyms.csv"
 MAPPING_HEADER = ("id", "kind", "source")
+MAPPING_MAX_BYTES = 1 << 28  # read whole when rows are added: far more than any archive's cases
+_PRIVATE_ROOT: Path | None = None
+_PRIVATE_LOCK = threading.Lock()
 
 
 def key_from_environment() -> bytes:
@@ -55,27 +67,41 @@ def pseudonym(key: bytes, relative: str, prefix: str = "case") -> str:
 
 def write_mapping(output_dir: Path, rows: Iterable[tuple[str, str, str]]) -> Path:
     """``output_dir/pseudonyms.csv`` (id, kind, source) with ``rows`` added to the entries already
-    there, replaced atomically and readable by its owner only."""
+    there, replaced atomically and readable by its owner only (under an ``s3://`` prefix: uploaded
+    whole, and readable by whom the bucket's policy lets read it, docs/SECURITY.md)."""
     path = output_dir / MAPPING
     entries: dict[str, tuple[str, str, str]] = {}
-    if path.exists():
-        with path.open(encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle):
-                entries[row["id"]] = (row["id"], row["kind"], row["source"])
+    for row in csv.DictReader(io.StringIO(_mapping_text(path), newline="")):
+        entries[row["id"]] = (row["id"], row["kind"], row["source"])
     for entry in rows:
         entries[entry[0]] = entry
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(MAPPING_HEADER)
     writer.writerows(sorted(entries.values()))
-    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_text(path, text.getvalue(), private=True)
     return path
+
+
+def _mapping_text(path: Path) -> str:
+    """The mapping written so far ("" when there is none)."""
+    if is_url(path):
+        return (fetch(url_of(path), MAPPING_MAX_BYTES) or b"").decode("utf-8")
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def private_workdir(output_dir: Path, name: str) -> Path:
+    """The workdir of a pseudonymised case whose outputs go to a bucket: on this machine, never
+    uploaded (a workdir records the input's paths: its fingerprint, its plan). It lies in a
+    folder of this process's own (mode 0700), removed when the process ends; a retry of the
+    case in the same worker resumes from it, one elsewhere starts over."""
+    global _PRIVATE_ROOT
+    with _PRIVATE_LOCK:
+        if _PRIVATE_ROOT is None:
+            _PRIVATE_ROOT = Path(tempfile.mkdtemp(prefix="segpipe-private-"))
+            atexit.register(shutil.rmtree, _PRIVATE_ROOT, ignore_errors=True)
+    prefix = hashlib.sha256(url_of(output_dir).encode("utf-8")).hexdigest()[:16]
+    return _PRIVATE_ROOT / prefix / name
 
 
 def path_substitutions(path: Path, name: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from prefect.artifacts import (
 
 from flows.results import ArchiveReport, CaseResult, InboxEntry, SceneResult
 from pipeline.logsafe import printable
+from pipeline.storage import shown
 
 _ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 _MARKDOWN = re.compile(r"[\\`*_\[\]{}()#+!|~<>&]")
@@ -167,7 +168,7 @@ def archive_markdown(report: ArchiveReport, report_path: Path) -> str:
                 ["cases", f"{len(report.cases)}: {counts}"],
                 ["devices", ", ".join(sorted({c.device for c in report.cases if c.device})) or "-"],
                 ["total", f"{report.seconds:.1f} s"],
-                ["report", markdown_text(str(report_path))],
+                ["report", markdown_text(shown(report_path))],
             ],
         ),
         "",

@@ -76,8 +76,10 @@ class CaseResult(_Record):
     fingerprint: dict[str, Any] = Field(
         default_factory=dict, description="Input, model (weights SHA-256), options: decides reuse"
     )
-    stamps: dict[str, dict[str, int]] = Field(
-        default_factory=dict, description="Size, mtime, inode of each output as written (ownership)"
+    stamps: dict[str, dict[str, int | str]] = Field(
+        default_factory=dict,
+        description="Size, mtime, inode of each output file as written, or the ETag of each object "
+        "as stored (ownership)",
     )
 
 

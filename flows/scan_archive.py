@@ -12,6 +12,13 @@ fingerprint (input, model, options) is unchanged; otherwise it is recomputed and
 report says why. With ``pseudonymize`` cases are named by a keyed hash
 (``flows.pseudonyms``) in every output name, log line, task run, artifact and report, and
 a case's paths are replaced by its ID in its logs and errors.
+
+``output_dir`` may be an ``s3://bucket/prefix`` (the archive stays a local folder): the same
+names under the prefix. A case's workdir follows into the bucket (``PREFIX/.segpipe/work/NAME``,
+so a retry on another worker resumes), except a pseudonymised case's, which stays on the
+worker (``flows.pseudonyms.private_workdir``); its outputs are written into a local staging
+folder, uploaded whole, and its done manifest, stamping each by its ETag, goes last. The
+report and ``pseudonyms.csv`` are uploaded whole too (``flows.layout``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,7 +39,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows import layout
-from flows.cases import Case, find_cases
+from flows.cases import Case, case_outputs, case_spec, find_cases
 from flows.cluster import current_worker, gpu_annotation, task_runner
 from flows.logs import library_logs
 from flows.names import artifact_key
@@ -52,45 +61,22 @@ from flows.reports import (
 )
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
-from pipeline.errors import InputError, SegpipeError
+from pipeline.errors import InputError, SegpipeError, UsageError
 from pipeline.run.execute import run_rows
 from pipeline.run.fingerprint import difference, referenced_files
 from pipeline.run.finish import finish_run
 from pipeline.run.layout import WorkdirLayout
-from pipeline.run.plan import RunPlan, prepare_run, run_fingerprint
+from pipeline.run.plan import RunPlan, prepare_run, run_fingerprint, workdir_of
 from pipeline.run.spec import InferenceOptions, Outputs, RunSpec
-from pipeline.run.workdir import Workdir
+from pipeline.run.workdir import Workdir, pull_all
 from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
+from pipeline.sinks.stitch import OutputPaths
+from pipeline.storage import is_url, shown, url_of
 from unet.card import ModelCard, load_card
 
 REPORT = "scan-archive-report.json"
 REPORT_UNIT = ".scan-archive-report"  # its done manifest; case names never start with a dot
-
-
-def case_outputs(output_dir: Path, case: Case) -> dict[str, Path]:
-    """``NAME.nii.gz`` and ``NAME.stats.json`` for every case, ``NAME.seg.dcm`` for DICOM cases."""
-    outputs = {
-        "mask": layout.output(output_dir, case.name, ".nii.gz"),
-        "stats": layout.output(output_dir, case.name, ".stats.json"),
-    }
-    if case.kind == "dicom":
-        outputs["seg"] = layout.output(output_dir, case.name, ".seg.dcm")
-    return outputs
-
-
-def case_spec(output_dir: Path, case: Case, model: str, inference: InferenceOptions) -> RunSpec:
-    """The run spec of a case's mask and statistics (also what decides reuse), in a workdir under
-    ``output_dir`` that survives a failure, so that a retry resumes."""
-    outputs = case_outputs(output_dir, case)
-    return RunSpec(
-        inputs=[Path(case.path)],
-        model=model,
-        outputs=Outputs(labels=outputs["mask"], stats=outputs["stats"]),
-        inference=inference,
-        workdir=layout.workdir(output_dir, case.name),
-        overwrite=True,  # the flow has checked which existing outputs it may replace
-    )
 
 
 def _volumes(statistics: dict[str, Any] | None) -> dict[str, float]:
@@ -119,75 +105,100 @@ def segment_case(
 
     Existing outputs are replaced only when an earlier run of this case wrote them, or with
     ``overwrite`` (which also starts the workdir clean); ``reason`` says why it is (re)computed.
+    With ``output_dir`` in a bucket the outputs are written into a local staging folder and
+    uploaded whole once all are written; the done manifest goes last, in both cases.
     """
     hidden = hidden_paths(Path(case.path), case.name) if case.pseudonymised else nullcontext()
     with library_logs(), hidden:
         out = Path(output_dir)
-        outputs = case_outputs(out, case)
-        quicklook = layout.output(out, case.name, ".quicklook.png")
-        layout.check_replaceable(out, case.name, [*outputs.values(), quicklook], overwrite)
-        model = load_card(card)
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(step: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[step] = now - clock
-            clock = now
-
+        named = {**case_outputs(out, case), "quicklook": layout.output(out, case.name, ".quicklook.png")}
+        layout.check_replaceable(out, case.name, named.values(), overwrite)
+        staging = Path(tempfile.mkdtemp(prefix="segpipe-outputs-")) if is_url(out) else None
         try:
+            staged = None if staging is None else {kind: staging / path.name for kind, path in named.items()}
             spec = case_spec(out, case, card, inference)
             spec = spec.model_copy(update={"resume": not overwrite, "allow_remote": allow_remote})
-            workdir = prepare_run(spec, model)
-            device = RunPlan.load(workdir).device
-            lap("prepare")
+            result = _segment(case, spec, named, staged, reason)
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        layout.write_manifest(out, case.name, result.model_dump(mode="json"))
+        layout.drop_workdir(workdir_of(spec))
+        return result
+
+
+def _segment(
+    case: Case, spec: RunSpec, named: dict[str, Path], staged: dict[str, Path] | None, reason: str
+) -> CaseResult:
+    """Run ``spec`` and write the case's outputs ``named`` (into their ``staged`` files when given,
+    then uploaded under their names); the result's stamps say what was stored."""
+    model = load_card(spec.model)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = now - clock
+        clock = now
+
+    written = staged or named  # where finishing writes
+    try:
+        workdir = prepare_run(spec, model)
+        device = RunPlan.load(workdir).device
+        lap("prepare")
+        run_rows(workdir)
+        lap("infer")
+        paths = None if staged is None else OutputPaths(labels=staged["mask"], stats=staged["stats"])
+        statistics = finish_run(workdir, paths=paths)
+        if case.pseudonymised:
+            hide_inputs(written["stats"], case.input)
+        lap("write")
+        if "seg" in named:
+            # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
+            seg_spec = spec.model_copy(update={"outputs": Outputs(labels=named["seg"]), "resume": True})
+            prepare_run(seg_spec, model)
             run_rows(workdir)
-            lap("infer")
-            statistics = finish_run(workdir)
-            if case.pseudonymised:
-                hide_inputs(outputs["stats"], case.input)
-            lap("write")
-            if "seg" in outputs:
-                # Same fingerprint, same workdir: prepare resumes and every chunk row is done.
-                seg_spec = spec.model_copy(update={"outputs": Outputs(labels=outputs["seg"]), "resume": True})
-                prepare_run(seg_spec, model)
-                run_rows(workdir)
-                finish_run(workdir)
-                lap("seg")
-        except InputError:
-            layout.remove_workdir(out, case.name)  # bad data: nothing worth resuming
-            raise
-        arrays = WorkdirLayout(workdir)
-        png = workdir_quicklook(
-            arrays.image, arrays.labels, None, model.classes, statistics, f"{case.name}: {model.name}"
-        )
+            finish_run(workdir, paths=None if staged is None else OutputPaths(labels=staged["seg"]))
+            lap("seg")
+    except InputError:
+        layout.drop_workdir(workdir_of(spec))  # bad data: nothing worth resuming
+        raise
+    arrays = WorkdirLayout(pull_all(workdir))
+    png = workdir_quicklook(
+        arrays.image, arrays.labels, None, model.classes, statistics, f"{case.name}: {model.name}"
+    )
+    stamps: dict[str, dict[str, int | str]]
+    if staged is None:
+        quicklook = named["quicklook"]
         temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
         temporary.write_bytes(png)
         Workdir.open(workdir).record({str(quicklook.resolve()): stamp(temporary)})
         temporary.replace(quicklook)
-        publish_image(
-            artifact_key("scan", case.name, "quicklook"),
-            png,
-            f"{case.name}: three slices through the mask, volumes",
-        )
-        result = CaseResult(
-            name=case.name,
-            input=case.input,
-            kind=case.kind,
-            status="done",
-            reason=reason,
-            outputs={kind: str(path) for kind, path in {**outputs, "quicklook": quicklook}.items()},
-            volumes_ml=_volumes(statistics),
-            timings=timings,
-            device=device,
-            worker=current_worker(),
-            fingerprint=_recorded_fingerprint(case, Workdir.open(workdir).fingerprint),
-            stamps=layout.stamp_outputs([*outputs.values(), quicklook]),
-        )
-        layout.write_manifest(out, case.name, result.model_dump(mode="json"))
-        layout.remove_workdir(out, case.name)
-        return result
+        stamps = layout.stamp_outputs(named.values())
+    else:
+        staged["quicklook"].write_bytes(png)
+        stamps = layout.upload_outputs({url_of(named[kind]): file for kind, file in staged.items()})
+        lap("upload")
+    publish_image(
+        artifact_key("scan", case.name, "quicklook"),
+        png,
+        f"{case.name}: three slices through the mask, volumes",
+    )
+    return CaseResult(
+        name=case.name,
+        input=case.input,
+        kind=case.kind,
+        status="done",
+        reason=reason,
+        outputs={kind: shown(path) for kind, path in named.items()},
+        volumes_ml=_volumes(statistics),
+        timings=timings,
+        device=device,
+        worker=current_worker(),
+        fingerprint=_recorded_fingerprint(case, Workdir.open(workdir).fingerprint),
+        stamps=stamps,
+    )
 
 
 def _recorded_fingerprint(case: Case, fingerprint: dict[str, Any]) -> dict[str, Any]:
@@ -223,13 +234,6 @@ def _refused(case: Case, error: BaseException | None) -> CaseResult:
     return CaseResult(name=case.name, input=case.input, kind=case.kind, status=status, reason=reason)
 
 
-def write_report(path: Path, report: ArchiveReport) -> None:
-    """The run's report as JSON, replaced atomically."""
-    temporary = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    temporary.write_text(json.dumps(report.model_dump(mode="json"), indent=1), encoding="utf-8")
-    temporary.replace(path)
-
-
 @flow(name="scan-archive", validate_parameters=True)
 def scan_archive(
     archive: str,
@@ -243,7 +247,7 @@ def scan_archive(
     follow_symlinks: bool = False,
 ) -> ArchiveReport:
     """Segment every case in ``archive``; outputs, quick-looks and ``scan-archive-report.json`` go to
-    ``output_dir``.
+    ``output_dir``, a local folder or an ``s3://bucket/prefix`` (``archive`` is a local folder).
 
     Cases finished by an earlier run with the same fingerprint (input, model, options) are
     reused unless ``overwrite``; the others are recomputed, with the reason in the report.
@@ -261,14 +265,20 @@ def scan_archive(
         started = time.perf_counter()
         inference = inference or InferenceOptions()
         secret = key_from_environment() if pseudonymize else None
+        if is_url(archive):
+            raise UsageError(
+                f"archive {shown(archive)}: give a local folder (only output_dir may be in a bucket)"
+            )
         root = Path(archive).expanduser().resolve()
-        out = Path(output_dir).expanduser().resolve()
-        out.mkdir(parents=True, exist_ok=True)
+        out = layout.output_folder(output_dir)
+        if not is_url(out):
+            out.mkdir(parents=True, exist_ok=True)
         card = load_card(model)
         report_path = out / REPORT
         layout.check_replaceable(out, REPORT_UNIT, [report_path], overwrite)
         runner_for_cases = task_runner(dask_address)  # a refused scheduler fails before any case
-        cases, ignored = find_cases(root, exclude=out, key=secret, follow_symlinks=follow_symlinks)
+        exclude = None if is_url(out) else out
+        cases, ignored = find_cases(root, exclude=exclude, key=secret, follow_symlinks=follow_symlinks)
         if secret is not None:
             others = [pseudonym(secret, name, "other") for name in ignored]
             mapping = write_mapping(
@@ -276,7 +286,9 @@ def scan_archive(
                 [(c.name, c.kind, Path(c.path).name) for c in cases]
                 + [(other, "ignored", name) for other, name in zip(others, ignored, strict=True)],
             )
-            logger.info("cases are pseudonymised (keyed hash of their path); the mapping is in %s", mapping)
+            logger.info(
+                "cases are pseudonymised (keyed hash of their path); the mapping is in %s", shown(mapping)
+            )
             ignored = others
         logger.info("%s: %d case(s), %d other entries ignored", root, len(cases), len(ignored))
         key = artifact_key("scan", root.name)
@@ -331,7 +343,7 @@ def scan_archive(
             archive=str(root),
             model=card.name,
             classes=list(card.classes),
-            output_dir=str(out),
+            output_dir=shown(out),
             flow_run_id=str(flow_run.id or ""),
             started=started_at.isoformat(),
             seconds=time.perf_counter() - started,
@@ -339,9 +351,8 @@ def scan_archive(
             cases=[results[case.name] for case in cases],
             ignored=ignored,
         )
-        write_report(report_path, report)
-        stamps = layout.stamp_outputs([report_path])
-        layout.write_manifest(out, REPORT_UNIT, {"outputs": {"report": str(report_path)}, "stamps": stamps})
+        stamps = layout.write_text(report_path, json.dumps(report.model_dump(mode="json"), indent=1))
+        layout.write_manifest(out, REPORT_UNIT, {"outputs": {"report": shown(report_path)}, "stamps": stamps})
         publish_table(
             f"{key}-cases", case_rows(report), f"Every case of {root}: status, reason, outputs, volumes"
         )
@@ -355,12 +366,12 @@ def scan_archive(
             report.count("reused"),
             report.count("quarantined"),
             REPORT,
-            out,
+            shown(out),
         )
         failed = [case for case in report.cases if case.status == "failed"]
         if failed:
             names = ", ".join(case.name for case in failed)
             raise RuntimeError(
-                f"{len(failed)} case(s) failed unexpectedly after retries ({names}); see {report_path}"
+                f"{len(failed)} case(s) failed unexpectedly after retries ({names}); see {shown(report_path)}"
             )
         return report

@@ -163,3 +163,12 @@ def mirror_of(url: str) -> Mirror:
             _MIRRORS[key] = Mirror(key)
             log.debug("working copy of %s in %s", redact(key), _MIRRORS[key].path)
         return _MIRRORS[key]
+
+
+def forget(url: str) -> None:
+    """Drop this process's working copy of the prefix ``url`` (its folder too): once the prefix
+    is emptied, a worker that runs many units keeps no copy of the finished ones."""
+    with _MIRRORS_LOCK:
+        mirror = _MIRRORS.pop(url.rstrip("/"), None)
+    if mirror is not None:
+        shutil.rmtree(mirror.path, ignore_errors=True)
