@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from uuid import UUID
 
 import numpy as np
 import pystac
 import pytest
 import rasterio
+from prefect.client.orchestration import get_client
 from shapely.geometry import box, mapping  # type: ignore[import-untyped]
 
 from flows.flood_mapping import flood_mapping
@@ -21,7 +23,7 @@ from pipeline.errors import InputError, NotFoundError
 from pipeline.sources.listing import list_prefix
 from pipeline.storage import gdal_path
 from tests.flows import api
-from tests.flows.test_inbox import DARK_DB, DarkWater
+from tests.flows.test_inbox import DARK_DB, DarkWater, deployment  # noqa: F401 (a fixture)
 from tests.helpers import save_torchscript, write_card
 from tests.storage.conftest import BUCKET, SCENE, S3Server
 from tests.storage.test_object_storage import secrets_in, use_server
@@ -59,6 +61,11 @@ def _labels(server: S3Server, key: str, tmp_path: Path) -> np.ndarray:
     local = tmp_path / key.replace("/", "_")
     server.client().download_file(BUCKET, key, str(local))
     with rasterio.open(local) as src:
+        return src.read(1)
+
+
+def _labels_local(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
         return src.read(1)
 
 
@@ -150,11 +157,6 @@ def test_a_bucket_inbox_processes_each_new_object_once(
     assert np.array_equal(_labels(s3_server, "inbox/out/later.tif", tmp_path), local_labels)
 
 
-def _labels_local(path: Path) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read(1)
-
-
 def test_a_just_stored_object_waits(
     tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, card: Path
 ) -> None:
@@ -168,6 +170,22 @@ def test_a_just_stored_object_waits(
         ("new", "waiting", "changed < 3600 s ago")
     ]
     assert api.child_flow_runs(str(state.state_details.flow_run_id)) == []
+
+
+def test_deployment_runs_get_the_scene_and_output_dir_as_urls(
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    card: Path,
+    deployment: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    use_server(monkeypatch, s3_server)
+    s3_server.client().upload_file(str(SCENE), BUCKET, "deployed/in/scene.tif")
+    inbox, out = f"s3://{BUCKET}/deployed/in/", f"s3://{BUCKET}/deployed/out"
+    (entry,) = flood_inbox(inbox, str(card), out + "/", min_age_s=0, deployment=deployment)
+    assert (entry.status, entry.detail) == ("started", deployment)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(entry.flow_run_id))
+    assert (run.parameters["scene"], run.parameters["output_dir"]) == (f"{inbox}scene.tif", out)
 
 
 @pytest.mark.slow
