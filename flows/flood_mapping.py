@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -38,7 +37,7 @@ from flows.names import artifact_key
 from flows.reports import RunProgress, flood_markdown, publish_image, publish_markdown
 from flows.results import Prepared, RegionRun, SceneResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
-from flows.scenes import scene_inputs, scene_name
+from flows.scenes import object_scene_name, scene_inputs, scene_name
 from pipeline.engine.devices import region_device
 from pipeline.engine.infer import Progress
 from pipeline.errors import UsageError
@@ -72,13 +71,18 @@ def remote_scene(scene: str | list[str]) -> list[Path] | None:
     return [gdal_path(part) for part in parts]
 
 
+def scene_path(name: str) -> Path:
+    """One scene file as the run spec holds it: a URL as its GDAL path, else the path."""
+    return gdal_path(name) if is_url(name) else Path(name)
+
+
 def scene_inputs_and_name(scene: str | list[str]) -> tuple[list[Path], str]:
     """The scene's inputs and its output stem (a URL's is its object's, never its query's)."""
     remote = remote_scene(scene)
     if remote is None:
         inputs = scene_inputs(scene)
         return inputs, scene_name(inputs)
-    return remote, scene_name([Path(urlsplit(url_of(path)).path) for path in remote])
+    return remote, object_scene_name([url_of(path) for path in remote])
 
 
 def flood_outputs(output_dir: Path, name: str, probabilities: bool) -> dict[str, Path]:
@@ -261,7 +265,7 @@ def flood_mapping(
     on the Dask cluster at ``dask_address`` (a local one when empty). ``allow_remote``:
     files the scene names (VRT sources, STAC assets) may be remote or outside its folder
     (docs/SECURITY.md). Existing files the scene's earlier runs did not write are replaced
-    only with ``overwrite`` (which also starts the workdir clean). ``pre_event`` (a scene) or
+    only with ``overwrite`` (which also starts the workdir clean). ``pre_event`` (a scene file or URL) or
     ``reference_water`` (a water mask or occurrence raster with ``reference_threshold``, or
     polygons): the labels become land, permanent_water and flood_water (docs/outputs.md).
     """
@@ -281,7 +285,7 @@ def flood_mapping(
         reference = FloodReference(
             reference_water=None if reference_water is None else Path(reference_water),
             reference_threshold=reference_threshold,
-            pre_event=None if pre_event is None else Path(pre_event),
+            pre_event=None if pre_event is None else scene_path(pre_event),
         )
         spec = spec.model_copy(
             update={"resume": not overwrite, "allow_remote": allow_remote, "reference": reference}

@@ -15,6 +15,11 @@ With ``pair_pre_event``, each scene runs with the newest earlier scene of the sa
 as its pre-event scene (``flows.pairing``): the pairing is part of the run's fingerprint,
 so a scene paired differently than its finished run is due again, and a scene waits while
 its pre-event scene's file is still changing.
+
+``inbox`` and ``output_dir`` may be ``s3://`` prefixes. A bucket inbox is polled, not
+watched: each run lists the prefix once (``flows.scenes.bucket_scenes``) and reads its STAC
+Items; runs get each scene and the pre-event scene as URLs and ``output_dir`` as its URL,
+and the done check reads the manifests in the bucket.
 """
 
 from __future__ import annotations
@@ -38,17 +43,18 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from flows import layout
-from flows.flood_mapping import flood_mapping, scene_spec
+from flows.flood_mapping import flood_mapping, scene_path, scene_spec
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.pairing import Pairing, PairingRules, pair_scenes
 from flows.reports import inbox_rows, publish_table
 from flows.results import InboxEntry
-from flows.scenes import Scene, find_scenes, settled
+from flows.scenes import Scene, bucket_scenes, find_scenes, settled
 from pipeline.errors import SegpipeError
 from pipeline.run.fingerprint import difference, referenced_files
 from pipeline.run.plan import run_fingerprint
 from pipeline.run.spec import FloodReference, InferenceOptions, PolygonSettings
+from pipeline.storage import is_url, url_of
 from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"
@@ -105,8 +111,9 @@ def flood_inbox(
     pair_pre_event: bool = False,
     pairing: PairingRules | None = None,
 ) -> list[InboxEntry]:
-    """Start ``flood-mapping`` for each scene of ``inbox`` (a folder or a STAC ``catalog.json``)
-    that has no finished output in ``output_dir`` yet.
+    """Start ``flood-mapping`` for each scene of ``inbox`` (a folder, a STAC ``catalog.json``, or
+    an ``s3://bucket/prefix/``) that has no finished output in ``output_dir`` (a folder or an
+    ``s3://`` prefix) yet.
 
     ``dispatch``: ``deployment`` runs go to the deployment ``deployment`` (GPU pool),
     ``subflow`` runs them here one after the other, ``auto`` picks the deployment if it
@@ -117,8 +124,11 @@ def flood_inbox(
     """
     with library_logs():
         logger = get_run_logger()
-        out = Path(output_dir).expanduser().resolve()
-        scenes = find_scenes(Path(inbox).expanduser().resolve(), follow_symlinks, allow_remote)
+        out = layout.output_folder(output_dir)
+        if is_url(inbox):
+            scenes = bucket_scenes(url_of(inbox))
+        else:
+            scenes = find_scenes(Path(inbox).expanduser().resolve(), follow_symlinks, allow_remote)
         use_deployment = dispatch == "deployment" or (dispatch == "auto" and deployment_exists(deployment))
         logger.info(
             "%d scene(s) in %s; new ones go to %s",
@@ -169,7 +179,7 @@ class _Dispatcher:
         spec = scene_spec(
             scene.inputs, self.model, self.out, scene.name, self.inference, self.polygons, probabilities=False
         )
-        reference = FloodReference(pre_event=None if pre_event is None else Path(pre_event))
+        reference = FloodReference(pre_event=None if pre_event is None else scene_path(pre_event))
         spec = spec.model_copy(update={"reference": reference})
         stored = manifest.get("fingerprint") or {}
         try:
@@ -183,9 +193,9 @@ class _Dispatcher:
 
     def handle(self, scene: Scene, min_age_s: float, pairing: Pairing | None = None) -> InboxEntry:
         """Decide about ``scene`` and start its run when due; ``pairing``: its pre-event scene."""
-        inputs = [str(path) for path in scene.inputs]
+        inputs = [_given(path) for path in scene.inputs]
         pre = None if pairing is None else pairing.pre_event
-        pre_event = None if pre is None else str(pre.inputs[0])
+        pre_event = None if pre is None else _given(pre.inputs[0])
         entry = InboxEntry(
             name=scene.name, inputs=inputs, status="done", pre_event="" if pairing is None else pairing.note
         )
@@ -214,7 +224,7 @@ class _Dispatcher:
                     parameters={
                         "scene": scene_parameter,
                         "model": self.model,
-                        "output_dir": str(self.out),
+                        "output_dir": _given(self.out),
                         "regions": self.regions,
                         "dask_address": self.dask_address,
                         "inference": self.inference.model_dump(mode="json"),
@@ -237,7 +247,7 @@ class _Dispatcher:
             state = flood_mapping(
                 scene_parameter,
                 self.model,
-                str(self.out),
+                _given(self.out),
                 regions=self.regions,
                 dask_address=self.dask_address,
                 inference=self.inference,
@@ -252,6 +262,11 @@ class _Dispatcher:
         return entry.model_copy(
             update={"status": "failed", "detail": state.message or state.name or "", "flow_run_id": run_id}
         )
+
+
+def _given(path: Path) -> str:
+    """A path as a run's parameter takes it: a bucket's by its URL, not its GDAL path."""
+    return url_of(path) if is_url(path) else str(path)
 
 
 def _pre_event_of(fingerprint: dict[str, Any]) -> Any:

@@ -6,6 +6,16 @@ catalogs whose items are followed) or a ``catalog.json`` itself. Entries that ar
 leaving the inbox are skipped with a warning unless ``follow_symlinks``; a catalog's
 links must be local files inside the inbox (``pipeline.sources.references``) unless
 ``allow_remote``, so reading a catalog never opens the network.
+
+An inbox may also be an ``s3://bucket/prefix/``: the objects directly under the prefix
+(``pipeline.sources.listing``, bounded), each a scene by its URL: GeoTIFF and JP2 objects,
+and JSON objects that are STAC Items (read whole, up to ``ITEM_MAX_BYTES``; their assets
+are read in place). Not taken there, with a warning: VRTs (a VRT names its sources, which
+would be read wherever the run is) and STAC catalogs (not followed: their items' own
+objects are the scenes). A remote scene is named from its object's name only, as
+``flood-mapping`` names a scene it is given by URL (``object_scene_name``), so that both
+find the same done manifest; its time is when the object was stored (an object appears
+only once its upload is complete).
 """
 
 from __future__ import annotations
@@ -14,19 +24,24 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pystac
 from pystac.stac_io import DefaultStacIO
 
 from flows.names import sanitise, strip_suffix, unique
-from pipeline.errors import InputError, NotFoundError, UsageError
+from pipeline.errors import InputError, NotFoundError, SegpipeError, UsageError
+from pipeline.sources.listing import list_prefix
 from pipeline.sources.references import check_local, inside
+from pipeline.sources.stac import ITEM_MAX_BYTES
+from pipeline.storage import fetch, gdal_path, redact
 
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
+OBJECT_RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")  # no VRT in a bucket: see above
 SEPARATORS = "_-. "
 
 
@@ -75,6 +90,15 @@ def scene_name(inputs: list[Path]) -> str:
         item = _json(inputs[0])
         if item is not None and isinstance(item.get("id"), str):
             return sanitise(item["id"], "scene")
+    return _stem_name(inputs)
+
+
+def object_scene_name(urls: list[str]) -> str:
+    """A scene given by URLs: named from its objects' names (a STAC Item is not read for its id)."""
+    return _stem_name([PurePosixPath(urlsplit(url).path) for url in urls])
+
+
+def _stem_name(inputs: list[Path] | list[PurePosixPath]) -> str:
     stems = [strip_suffix(path.name) for path in inputs]
     name = stems[0] if len(stems) == 1 else _common_stem(stems) or inputs[0].parent.name
     return sanitise(name, "scene")
@@ -138,6 +162,34 @@ def find_scenes(inbox: Path, follow_symlinks: bool = False, allow_remote: bool =
     files = _candidates(inbox, follow_symlinks, allow_remote)
     names = unique(scene_name([path]) for path in files)
     scenes = [Scene(name, [path], path.stat().st_mtime) for name, path in zip(names, files, strict=True)]
+    return sorted(scenes, key=lambda scene: scene.name)
+
+
+def _object_is_item(url: str) -> bool:
+    """Whether the JSON object ``url`` is a STAC Item (a catalog is skipped with a warning)."""
+    try:
+        content = json.loads(fetch(url, ITEM_MAX_BYTES) or b"null")
+    except (SegpipeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s: skipped, not readable as a STAC Item (%s)", redact(url), exc)
+        return False
+    kind = content.get("type") if isinstance(content, dict) else None
+    if kind in ("Catalog", "Collection"):
+        log.warning("%s: skipped, a STAC %s in a bucket is not followed", redact(url), kind.lower())
+    return kind == "Feature"
+
+
+def bucket_scenes(inbox: str) -> list[Scene]:
+    """Every scene directly under the ``s3://`` prefix ``inbox``, named uniquely, in name order."""
+    found = []
+    for listed in list_prefix(inbox):
+        suffix = PurePosixPath(urlsplit(listed.url).path).suffix.lower()
+        if suffix in OBJECT_RASTER_SUFFIXES or (suffix == ".json" and _object_is_item(listed.url)):
+            found.append(listed)
+        elif suffix == ".vrt":
+            log.warning("%s: skipped, a VRT in a bucket would read its sources here", redact(listed.url))
+    names = unique(object_scene_name([listed.url]) for listed in found)
+    pairs = zip(names, found, strict=True)
+    scenes = [Scene(name, [gdal_path(listed.url)], listed.modified) for name, listed in pairs]
     return sorted(scenes, key=lambda scene: scene.name)
 
 

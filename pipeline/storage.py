@@ -187,7 +187,8 @@ def request_problem(exc: Exception) -> str:
         return "bucket not found"
     if isinstance(exc, FileNotFoundError | errors.NotFoundError):
         return "object not found"
-    if isinstance(exc, errors.PermissionDeniedError | errors.UnauthenticatedError):
+    denied = "403 Forbidden" in text or "401 Unauthorized" in text  # a listing's error is generic
+    if denied or isinstance(exc, errors.PermissionDeniedError | errors.UnauthenticatedError):
         return "access denied (check the credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE)"
     if "error sending request" in text or "onnect" in text:
         return "cannot connect to the endpoint (AWS_ENDPOINT_URL)"
@@ -276,8 +277,9 @@ def upload(local: Path, url: str, config: S3Config | None = None) -> str | None:
 
 
 def fetch(url: str, limit: int, config: S3Config | None = None) -> bytes | None:
-    """The whole body of a small object (a STAC Item, a done manifest), None when there is none;
-    one over ``limit`` bytes is refused (in a bucket, before its body moves)."""
+    """The whole body of a small object (a STAC Item, a done manifest), None when there is none
+    (a missing bucket is an error); one over ``limit`` bytes is refused (in a bucket, before its
+    body moves)."""
     too_large = InputError(f"{redact(url)}: larger than {limit} bytes; not read")
     if url.startswith(("http://", "https://")):
         try:
@@ -292,7 +294,9 @@ def fetch(url: str, limit: int, config: S3Config | None = None) -> bytes | None:
     else:
         try:
             size = head(url, config).size
-        except NotFoundError:
+        except NotFoundError as exc:
+            if "bucket not found" in str(exc):  # not "no object": the place itself is wrong
+                raise InputError(str(exc)) from None
             return None
         if size > limit:
             raise too_large

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.storage import head, is_url, shown, url_of
+from pipeline.storage import gdal_path, head, is_url, shown, url_of
 from unet.card import ModelCard
 from unet.identity import file_sha256, model_fingerprint
 
@@ -96,11 +96,18 @@ def fingerprint(
 
 
 def referenced_files(stored: Mapping[str, Any]) -> list[Path]:
-    """The files a stored fingerprint recorded, to fingerprint the same files again."""
+    """The files a stored fingerprint recorded, to fingerprint the same files again (an object by
+    its URL as recorded, without query: a presigned one then no longer answers)."""
     records = stored.get("files")
     if not isinstance(records, list):
         return []
-    return [Path(str(record["path"])) for record in records if isinstance(record, dict) and "path" in record]
+    found = []
+    for record in records:
+        if isinstance(record, dict) and "path" in record:
+            found.append(Path(str(record["path"])))
+        elif isinstance(record, dict) and is_url(str(record.get("url", ""))):
+            found.append(gdal_path(str(record["url"])))
+    return found
 
 
 def difference(stored: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:

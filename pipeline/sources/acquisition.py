@@ -14,6 +14,9 @@ Read from a STAC Item when the scene is one, else from the raster and its file n
   A raster without a CRS has none.
 * **orbit**: the Item's ``sat:relative_orbit`` and ``sat:orbit_state`` when it states them.
 
+A scene in a bucket (its GDAL path) is read where it is: an Item whole, up to
+``ITEM_MAX_BYTES``, a raster's header through GDAL with ``pipeline.storage``'s settings.
+
 ``overlap_fraction`` is the part of one footprint covered by another: the intersection is
 computed by shapely in lon/lat (edges straight in lon/lat), its area and the footprint's on
 the WGS 84 ellipsoid (``grids.areas.geodesic_areas_m2``, after densifying the edges; holes
@@ -40,7 +43,11 @@ import shapely.geometry  # type: ignore[import-untyped]
 from pyproj import Transformer
 from rasterio.errors import RasterioError
 
+from pipeline.errors import SegpipeError
 from pipeline.grids.areas import geodesic_areas_m2
+from pipeline.sources.geotiff import gdal_env
+from pipeline.sources.stac import ITEM_MAX_BYTES
+from pipeline.storage import fetch, is_url, url_of
 
 EDGE_POINTS = 21
 EDGE_STEP_DEG = 0.01
@@ -132,7 +139,7 @@ def _stac_acquisition(content: dict[str, Any]) -> Acquisition:
 
 def raster_footprint(path: Path) -> shapely.Geometry | None:
     """The raster's bounds as a lon/lat polygon (None without a CRS), edges densified."""
-    with rasterio.open(path) as src:
+    with gdal_env(remote=is_url(path)), rasterio.open(path) as src:
         if src.crs is None:
             return None
         left, bottom, right, top = src.bounds
@@ -159,13 +166,22 @@ def _raster_acquisition(path: Path) -> Acquisition:
     return Acquisition(time, footprint, problem="; ".join(filter(None, missing)))
 
 
+def _item_text(path: Path) -> bytes | str:
+    if not is_url(path):
+        return path.read_text(encoding="utf-8")
+    body = fetch(url_of(path), ITEM_MAX_BYTES)
+    if body is None:
+        raise FileNotFoundError("object not found")
+    return body
+
+
 def read_acquisition(path: Path) -> Acquisition:
     """What ``path`` (a raster or a STAC Item JSON) says of its acquisition; never raises for
     a bad file: what is missing or unreadable is in ``problem``."""
     if path.suffix.lower() == ".json":
         try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            content = json.loads(_item_text(path))
+        except (OSError, SegpipeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             return Acquisition(None, None, problem=f"not readable JSON ({exc})")
         if not isinstance(content, dict):
             return Acquisition(None, None, problem="not a STAC Item")
