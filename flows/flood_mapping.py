@@ -52,7 +52,7 @@ from pipeline.run.workdir import Workdir, pull_all
 from pipeline.sinks.atomic import stamp
 from pipeline.sinks.quicklook import workdir_quicklook
 from pipeline.sinks.stitch import OutputPaths
-from pipeline.storage import gdal_path, is_url, shown, url_of
+from pipeline.storage import gdal_path, is_url, redact, shown, url_of
 from unet.card import load_card
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,14 @@ def remote_scene(scene: str | list[str]) -> list[Path] | None:
 def scene_path(name: str) -> Path:
     """One scene file as the run spec holds it: a URL as its GDAL path, else the path."""
     return gdal_path(name) if is_url(name) else Path(name)
+
+
+def reference_path(name: str) -> Path:
+    """The ``reference_water`` file: a local one (a reference is read whole, band by band, on
+    the scene's grid; one in object storage is refused rather than misread as a local name)."""
+    if is_url(name):
+        raise UsageError(f"reference_water {redact(name)}: give a local file (not read from object storage)")
+    return Path(name)
 
 
 def scene_inputs_and_name(scene: str | list[str]) -> tuple[list[Path], str]:
@@ -283,7 +291,7 @@ def flood_mapping(
         card = load_card(model)
         spec = scene_spec(inputs, str(card.card_path), out, name, inference, polygons, probabilities)
         reference = FloodReference(
-            reference_water=None if reference_water is None else Path(reference_water),
+            reference_water=None if reference_water is None else reference_path(reference_water),
             reference_threshold=reference_threshold,
             pre_event=None if pre_event is None else scene_path(pre_event),
         )

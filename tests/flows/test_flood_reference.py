@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from flows.flood_mapping import flood_mapping
+from flows.flood_mapping import flood_mapping, reference_path
+from pipeline.errors import UsageError
 from tests.flows import builders
 from tests.helpers import Threshold, save_torchscript, write_card, write_geotiff
 
@@ -39,3 +40,14 @@ def test_flood_mapping_with_reference_water_writes_the_flood_classes(tmp_path: P
     stats = json.loads((out / "scene.stats.json").read_text())
     assert stats["classes"]["flood_water"]["pixels"] == int((expected == 2).sum())
     assert stats["reference"]["path"] == str(reference)
+
+
+def test_a_reference_in_object_storage_is_refused_by_its_redacted_url() -> None:
+    # Path("s3://b/k") is "s3:/b/k": without the check the run failed later on a made-up name
+    refused = r"reference_water https://host/jrc\.tif\S*: give a local file"
+    with pytest.raises(UsageError, match=refused) as caught:
+        reference_path("https://host/jrc.tif?X-Amz-Signature=secret")
+    assert "secret" not in str(caught.value)
+    with pytest.raises(UsageError, match=r"s3://water/jrc\.tif"):
+        reference_path("s3://water/jrc.tif")
+    assert reference_path("jrc.tif") == Path("jrc.tif")
