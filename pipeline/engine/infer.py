@@ -4,9 +4,9 @@ Loop: the splitter (``patches.iter_batches``) yields fixed batches in the grid's
 order; the network runs on the device (autocast when asked; averaged over mirror flips
 when ``tta`` asks, ``tta.with_tta``); the merger
 (``merge.StreamingMerger``) weights and accumulates raw outputs in a band of rows; rows
-no later patch touches are blended and handed to the ``ChunkWriter``, whose thread
-activates them and turns them into labels on the device (``labels.finalize``), writes
-whole chunk rows to zarr and marks each one done.
+no later patch touches are blended, activated and turned into labels on the device
+(``labels.finalize``) and handed to the ``ChunkWriter``, which writes whole chunk rows
+to zarr on a writer thread and marks each one done.
 
 ``rows`` restricts a run to a range of output rows (a region, or what a resumed run
 still lacks): the run starts at the batch holding the first patch that touches the
@@ -98,13 +98,8 @@ class EngineStats:
     rows: tuple[int, int] = (0, 0)
 
 
-Convert = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray | None]]
-
-
 class ChunkWriter:
-    """Turns blended rows into labels and writes whole chunk rows of ``[lo, hi)`` to zarr, then
-    marks them: all on one writer thread, in the order the rows come, so the network's thread
-    only hands rows over (finalising and encoding cost as much as a light network)."""
+    """Stages finalised rows and writes whole chunk rows of ``[lo, hi)`` to zarr, then marks them."""
 
     def __init__(
         self,
@@ -113,12 +108,10 @@ class ChunkWriter:
         done: DoneMarks,
         lo: int,
         hi: int,
-        convert: Convert,
     ) -> None:
         self.labels = labels
         self.probabilities = probabilities
         self.done = done
-        self.convert = convert
         self.chunk_rows = labels.chunks[0]
         self.lo, self.hi = lo, hi
         self._staged_from = lo
@@ -128,15 +121,8 @@ class ChunkWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segpipe-write")
         self._pending: deque[Future[None]] = deque()
 
-    def push(self, start: int, blended: torch.Tensor) -> None:
-        """Blended rows ``[start, start + rows)``, contiguous with the previous push; at most two
-        wait for the writer thread (a failure there is raised here or by ``close``)."""
-        while len(self._pending) >= 2:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._take, start, blended))
-
-    def _take(self, start: int, blended: torch.Tensor) -> None:
-        labels, probabilities = self.convert(blended)
+    def push(self, start: int, labels: np.ndarray, probabilities: np.ndarray | None) -> None:
+        """Rows ``[start, start + len(labels))``, contiguous with the previous push."""
         stop = start + labels.shape[0]
         lo, hi = max(start, self.lo), min(stop, self.hi)
         if lo >= hi:
@@ -173,23 +159,29 @@ class ChunkWriter:
         chunk_row = start // self.chunk_rows
         if self.done.is_done(chunk_row):
             return
-        stop = start + labels.shape[0]
-        self.labels[start:stop] = labels
-        if probabilities is not None and self.probabilities is not None:
-            self.probabilities[:, start:stop] = probabilities
-        self.done.mark(chunk_row)
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+
+        def write() -> None:
+            stop = start + labels.shape[0]
+            self.labels[start:stop] = labels
+            if probabilities is not None and self.probabilities is not None:
+                self.probabilities[:, start:stop] = probabilities
+            self.done.mark(chunk_row)
+
+        self._pending.append(self._pool.submit(write))
 
     def close(self, complete: bool) -> None:
-        """Wait for the rows handed over; write the staged tail only when the run reached ``hi``."""
+        """Wait for pending writes; write the staged tail only when the run reached ``hi``."""
         try:
-            while self._pending:
-                self._pending.popleft().result()
             if complete:
                 if self._staged_from + self._staged_rows != self.hi:
                     raise RuntimeError(
                         f"run ended at row {self._staged_from + self._staged_rows}, not {self.hi}"
                     )
-                self._pool.submit(self._flush, True).result()
+                self._flush(final=True)
+            while self._pending:
+                self._pending.popleft().result()
         finally:
             self._pool.shutdown(wait=True)
 
@@ -286,6 +278,7 @@ def run_engine(
         grid.starts[1:],
     )
     stats.buffer_bytes, stats.buffer_rows = merger.nbytes, capacity
+    writer = ChunkWriter(labels, probabilities, done, lo, hi)
     crop = tuple(slice(p, p + n) for p, n in zip(grid.pad_before[1:], spatial[1:], strict=True))
     expected = (settings.output_channels, *settings.patch)
     autocast: Any = (
@@ -294,16 +287,15 @@ def run_engine(
         else contextlib.nullcontext()
     )
 
-    def convert(blended: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        with torch.inference_mode():
-            probs, classes = finalize(blended, settings.activation, settings.n_classes)
-            labels_np = classes[(slice(None), *crop)].cpu().numpy()
-            probs_np = (
-                probs[(slice(None), slice(None), *crop)].cpu().numpy() if probabilities is not None else None
-            )
-        return labels_np, probs_np
-
-    writer = ChunkWriter(labels, probabilities, done, lo, hi, convert)
+    def emit(blended: torch.Tensor | None, start: int) -> None:
+        if blended is None:
+            return
+        probs, classes = finalize(blended, settings.activation, settings.n_classes)
+        labels_np = classes[(slice(None), *crop)].cpu().numpy()
+        probs_np = (
+            probs[(slice(None), slice(None), *crop)].cpu().numpy() if probabilities is not None else None
+        )
+        writer.push(start - pad0, labels_np, probs_np)
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels once
@@ -334,9 +326,7 @@ def run_engine(
                 following = chunk.index + len(chunk.positions)
                 next_row = grid.positions[following][0] if following < len(grid) else grid.padded_shape[0]
                 start = merger.origin
-                blended = merger.release(next_row)
-                if blended is not None:
-                    writer.push(start - pad0, blended)
+                emit(merger.release(next_row), start)
                 stats.patches += len(chunk.positions)
                 stats.batches += 1
                 if progress is not None:

@@ -2,17 +2,15 @@
 
 A thread pool reads whole bands (all columns of the rows one first-axis start covers)
 from the zarr array, so each stored chunk is decoded once per band rather than once per
-patch; patches are sliced from those bands and stacked into batches on another thread,
-``BATCHES_AHEAD`` batches ahead of the network (stacking a batch copies as many bytes as
-the network reads). Parts of a band outside the array (an input smaller than the patch)
-are filled with ``fill_value``. Only ``prefetch`` bands beyond the current one are held.
-``prepare`` turns raw stored values into network input (``prepare.Preparation``) as each
-band is read.
+patch; patches are sliced from those bands. Parts of a band outside the array (an
+input smaller than the patch) are filled with ``fill_value``. Only ``prefetch`` bands
+beyond the current one are held. ``prepare`` turns raw stored values into network
+input (``prepare.Preparation``) as each band is read.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ import numpy as np
 from pipeline.engine.patch_grid import PatchGrid
 
 Prepare = Callable[[np.ndarray], np.ndarray]
-BATCHES_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -65,17 +62,6 @@ class BandReader:
         return band
 
 
-def _stack(
-    index: int, positions: list[tuple[int, ...]], bands: list[Future[np.ndarray]], patch: tuple[int, ...]
-) -> Batch:
-    """The batch of ``positions``, sliced from their bands (``bands[i]`` holds ``positions[i]``)."""
-    patches = []
-    for position, band in zip(positions, bands, strict=True):
-        window = tuple(slice(s, s + p) for s, p in zip(position[1:], patch[1:], strict=True))
-        patches.append(band.result()[(slice(None), slice(None), *window)])
-    return Batch(index=index, positions=positions, data=np.stack(patches))
-
-
 def iter_batches(
     read: BandReader, first: int, stop: int, batch_size: int, prefetch: int = 2, workers: int = 2
 ) -> Iterator[Batch]:
@@ -86,10 +72,7 @@ def iter_batches(
     band_starts = sorted({positions[i][0] for i in range(first, stop)})
     bands: OrderedDict[int, Future[np.ndarray]] = OrderedDict()
     next_band = 0
-    with (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segpipe-read") as pool,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="segpipe-batch") as stacker,
-    ):
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segpipe-read") as pool:
 
         def schedule_through(band_index: int) -> None:
             nonlocal next_band
@@ -99,15 +82,14 @@ def iter_batches(
                 next_band += 1
 
         band_index = {start: i for i, start in enumerate(band_starts)}
-        stacked: deque[Future[Batch]] = deque()
         for index in range(first, stop, batch_size):
             batch_positions = list(positions[index : min(index + batch_size, stop)])
             schedule_through(band_index[batch_positions[-1][0]])
             while bands and next(iter(bands)) < batch_positions[0][0]:
                 bands.popitem(last=False)
-            held = [bands[position[0]] for position in batch_positions]
-            stacked.append(stacker.submit(_stack, index, batch_positions, held, grid.patch))
-            if len(stacked) > BATCHES_AHEAD:
-                yield stacked.popleft().result()
-        while stacked:
-            yield stacked.popleft().result()
+            patches = []
+            for position in batch_positions:
+                band = bands[position[0]].result()
+                window = tuple(slice(s, s + p) for s, p in zip(position[1:], grid.patch[1:], strict=True))
+                patches.append(band[(slice(None), slice(None), *window)])
+            yield Batch(index=index, positions=batch_positions, data=np.stack(patches))
