@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import zarr
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from pipeline.engine.infer import EngineSettings, infer_array, run_engine
+from pipeline.engine.infer import EngineSettings, NetworkClock, infer_array, run_engine
 from pipeline.engine.patch_grid import PatchGrid
 from pipeline.errors import ModelError
 from pipeline.ingest.store import DoneMarks, create_array
@@ -233,3 +235,34 @@ def test_channel_argmax_equals_torch_argmax_including_ties() -> None:
     index, best = argmax_channels(values, torch.int32)
     assert torch.equal(index.long(), torch.argmax(values, dim=0))
     assert torch.equal(best, torch.amax(values, dim=0))
+
+
+class _Slow(torch.nn.Module):
+    """``network`` that takes at least ``seconds`` per call."""
+
+    def __init__(self, network: torch.nn.Module, seconds: float) -> None:
+        super().__init__()
+        self.network, self.seconds = network, seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.network(x)  # type: ignore[no-any-return]
+
+
+def test_engine_stats_count_the_network_time_of_every_batch() -> None:
+    x = np.random.default_rng(9).random((1, 96, 64), dtype=np.float32)
+    settings = EngineSettings((32, 32), 0.0, "softmax", 2, batch_size=2)
+    image = create_array(zarr.storage.MemoryStore(), x.shape, np.float32, (1, 32, 64))
+    image[...] = x
+    labels = create_array(zarr.storage.MemoryStore(), x.shape[1:], np.uint8, (32, 64))
+    stats = run_engine(image, _Slow(Threshold(0.5), 0.02), settings, labels)
+    assert stats.batches == 3
+    assert 3 * 0.02 <= stats.model_seconds <= stats.wall_seconds
+
+
+def test_network_clock_on_cpu_adds_wall_time_per_call() -> None:
+    clock = NetworkClock(torch.device("cpu"))
+    for _ in range(2):
+        with clock.timing():
+            time.sleep(0.01)
+    assert 0.02 <= clock.seconds() < 1

@@ -6,7 +6,7 @@ import torch
 from monai.networks.nets.unet import UNet
 
 from pipeline.engine.devices import resolve_device, resolve_precision
-from pipeline.engine.infer import EngineSettings, infer_array
+from pipeline.engine.infer import EngineSettings, NetworkClock, infer_array
 
 pytestmark = pytest.mark.gpu
 
@@ -54,3 +54,16 @@ def test_batches_copied_ahead_arrive_in_order_and_unchanged() -> None:
     for batch, data in arrived:
         assert data.device.type == "cuda"
         assert np.array_equal(data.cpu().numpy(), batch.data)
+
+
+def test_network_time_on_cuda_is_read_from_events_without_waiting_per_batch() -> None:
+    device = resolve_device("cuda")
+    clock = NetworkClock(device)
+    a = torch.randn(4096, 4096, device=device)
+    for _ in range(3):
+        with clock.timing():
+            a = a @ a / 64
+    seconds = clock.seconds()
+    torch.cuda.synchronize(device)
+    assert 0 < seconds < 10
+    assert clock.seconds() == seconds  # every event was read once
