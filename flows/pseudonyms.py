@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.layout import write_text
-from pipeline.errors import SegpipeError, UsageError
+from pipeline.errors import OutputError, SegpipeError, UsageError
 from pipeline.logsafe import substitutions
-from pipeline.storage import fetch, is_url, url_of
+from pipeline.storage import fetch, is_url, shown, url_of
 
 KEY_VARIABLE = "SEGPIPE_PSEUDONYM_KEY"
 MIN_KEY_LENGTH = 32
@@ -71,7 +71,10 @@ def write_mapping(output_dir: Path, rows: Iterable[tuple[str, str, str]]) -> Pat
     whole, and readable by whom the bucket's policy lets read it, docs/SECURITY.md)."""
     path = output_dir / MAPPING
     entries: dict[str, tuple[str, str, str]] = {}
-    for row in csv.DictReader(io.StringIO(_mapping_text(path), newline="")):
+    reader = csv.DictReader(io.StringIO(_mapping_text(path), newline=""))
+    if reader.fieldnames is not None and list(reader.fieldnames) != list(MAPPING_HEADER):
+        raise OutputError(f"{shown(path)}: not a segpipe pseudonym mapping (columns {reader.fieldnames})")
+    for row in reader:
         entries[row["id"]] = (row["id"], row["kind"], row["source"])
     for entry in rows:
         entries[entry[0]] = entry
@@ -85,16 +88,19 @@ def write_mapping(output_dir: Path, rows: Iterable[tuple[str, str, str]]) -> Pat
 
 def _mapping_text(path: Path) -> str:
     """The mapping written so far ("" when there is none)."""
-    if is_url(path):
-        return (fetch(url_of(path), MAPPING_MAX_BYTES) or b"").decode("utf-8")
-    return path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        if is_url(path):
+            return (fetch(url_of(path), MAPPING_MAX_BYTES) or b"").decode("utf-8")
+        return path.read_text(encoding="utf-8") if path.exists() else ""
+    except UnicodeDecodeError:
+        raise OutputError(f"{shown(path)}: not a segpipe pseudonym mapping (not UTF-8 text)") from None
 
 
 def private_workdir(output_dir: Path, name: str) -> Path:
     """The workdir of a pseudonymised case whose outputs go to a bucket: on this machine, never
     uploaded (a workdir records the input's paths: its fingerprint, its plan). It lies in a
-    folder of this process's own (mode 0700), removed when the process ends; a retry of the
-    case in the same worker resumes from it, one elsewhere starts over."""
+    folder of this process's own (mode 0700), removed when the process exits (not when it is
+    killed); a retry of the case in the same worker resumes from it, one elsewhere starts over."""
     global _PRIVATE_ROOT
     with _PRIVATE_LOCK:
         if _PRIVATE_ROOT is None:

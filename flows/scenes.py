@@ -33,7 +33,7 @@ from pystac.stac_io import DefaultStacIO
 
 from flows.names import sanitise, strip_suffix, unique
 from pipeline.errors import InputError, NotFoundError, SegpipeError, UsageError
-from pipeline.sources.listing import list_prefix
+from pipeline.sources.listing import Listed, list_prefix
 from pipeline.sources.references import check_local, inside
 from pipeline.sources.stac import ITEM_MAX_BYTES
 from pipeline.storage import fetch, gdal_path, redact
@@ -187,10 +187,34 @@ def bucket_scenes(inbox: str) -> list[Scene]:
             found.append(listed)
         elif suffix == ".vrt":
             log.warning("%s: skipped, a VRT in a bucket would read its sources here", redact(listed.url))
-    names = unique(object_scene_name([listed.url]) for listed in found)
-    pairs = zip(names, found, strict=True)
-    scenes = [Scene(name, [gdal_path(listed.url)], listed.modified) for name, listed in pairs]
+    scenes = [Scene(name, [gdal_path(listed.url)], listed.modified) for name, listed in _one_per_name(found)]
     return sorted(scenes, key=lambda scene: scene.name)
+
+
+def _one_per_name(found: list[Listed]) -> list[tuple[str, Listed]]:
+    """Each scene name once. ``flood-mapping`` names a scene given by URL after its object, so two
+    objects of one name (an Item beside its asset, ``x.json`` and ``x.tif``; names that differ
+    only in case) would write the same outputs, and a suffixed name (``x-2``) would never find
+    its done manifest. The STAC Item is kept (it describes the scene), else the first key; the
+    others are skipped with a warning."""
+    chosen: dict[str, tuple[str, Listed]] = {}
+    for listed in found:
+        name = object_scene_name([listed.url])
+        held = chosen.get(name.lower())
+        if held is None:
+            chosen[name.lower()] = (name, listed)
+            continue
+        keep, skip = held[1], listed
+        if _is_json(listed.url) and not _is_json(held[1].url):
+            keep, skip = listed, held[1]
+            chosen[name.lower()] = (name, listed)
+        kept = chosen[name.lower()][0]
+        log.warning("%s: skipped, %s is the scene named '%s'", redact(skip.url), redact(keep.url), kept)
+    return list(chosen.values())
+
+
+def _is_json(url: str) -> bool:
+    return PurePosixPath(urlsplit(url).path).suffix.lower() == ".json"
 
 
 def settled(scene: Scene, min_age_s: float, now: float | None = None) -> bool:

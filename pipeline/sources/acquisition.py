@@ -157,7 +157,7 @@ def _raster_acquisition(path: Path) -> Acquisition:
     time = time_from_name(path.name)
     try:
         footprint = raster_footprint(path)
-    except (RasterioError, OSError) as exc:
+    except (RasterioError, OSError, SegpipeError) as exc:  # SegpipeError: a bucket's settings
         return Acquisition(time, None, problem=f"not a readable raster ({exc})")
     missing = [
         "no YYYYMMDDTHHMMSS or YYYY-MM-DD in its name" if time is None else "",

@@ -21,9 +21,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from flows.pseudonyms import KEY_VARIABLE, MAPPING
+from flows.pseudonyms import KEY_VARIABLE, MAPPING, write_mapping
 from flows.results import ArchiveReport
 from flows.scan_archive import scan_archive
+from pipeline.errors import OutputError
 from tests.flows import api, builders
 from tests.helpers import threshold_card
 from tests.pipeline.test_dicom import write_series
@@ -218,3 +219,17 @@ def test_hostile_names_cannot_forge_run_logs_or_reports(tmp_path: Path) -> None:
     assert "\u202e" not in markdown
     assert "&lt;script&gt;" in markdown
     assert not [line for line in markdown.splitlines() if line.startswith("INFO flows")]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"patient,file\nDoe,a.nii.gz\n", r"columns \['patient', 'file'\]"), (b"\xff\xfe", "not UTF-8")],
+)
+def test_a_mapping_file_segpipe_did_not_write_is_refused_and_left_as_it_is(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    foreign = tmp_path / MAPPING
+    foreign.write_bytes(content)
+    with pytest.raises(OutputError, match=rf"{MAPPING}: not a segpipe pseudonym mapping \(.*{problem}"):
+        write_mapping(tmp_path, [("case-1", "nifti", "Doe.nii.gz")])
+    assert foreign.read_bytes() == content

@@ -15,6 +15,7 @@ from affine import Affine
 from pyproj import Transformer
 
 from pipeline.sources.acquisition import EDGE_POINTS, overlap_fraction, read_acquisition, time_from_name
+from pipeline.storage import gdal_path
 from tests.helpers import write_geotiff
 
 S1_NAME = "S1A_IW_GRDH_1SDV_20190315T054012_20190315T054037_026245_02EDA1_1234.tif"
@@ -149,3 +150,17 @@ def test_stac_item_time_footprint_and_orbit(tmp_path: Path) -> None:
     assert nothing.problem == "no geometry or bbox"
     (tmp_path / "e.json").write_text("[1, 2]")
     assert read_acquisition(tmp_path / "e.json").problem == "not a STAC Item"
+
+
+def test_a_scene_in_a_bucket_whose_settings_are_refused_is_a_problem_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    found = read_acquisition(gdal_path("s3://scenes/S1A_IW_GRDH_20240105T060000_x.tif"))
+    assert found.footprint is None
+    assert found.time is not None
+    assert "not a readable raster (AWS_PROFILE=no-such-profile" in found.problem

@@ -92,6 +92,7 @@ def test_the_scenes_of_a_prefix_are_its_top_level_rasters_and_items(
         "list/in/sub/deeper.tif": b"", "list/in/mosaic.vrt": b"<VRTDataset/>",
         "list/in/item.json": json.dumps(item).encode(), "list/in/catalog.json": json.dumps(catalog).encode(),
         "list/in/broken.json": b"{", "list/inside.tif": b"",
+        "list/in/item.tif": b"", "list/in/B.tif": b"",  # the same scene names as item.json, b.tif
     }  # fmt: skip
     for key, body in objects.items():
         client.put_object(Bucket=BUCKET, Key=key, Body=body)
@@ -99,15 +100,19 @@ def test_the_scenes_of_a_prefix_are_its_top_level_rasters_and_items(
         scenes = bucket_scenes(f"s3://{BUCKET}/list/in")
     assert {scene.name: scene.inputs for scene in scenes} == {
         "a": [gdal_path(f"s3://{BUCKET}/list/in/a.TIFF")],
-        "b": [gdal_path(f"s3://{BUCKET}/list/in/b.tif")],
+        "B": [gdal_path(f"s3://{BUCKET}/list/in/B.tif")],
         "item": [gdal_path(f"s3://{BUCKET}/list/in/item.json")],
     }
     warned = " ".join(record.getMessage() for record in caplog.records)
     for name in ("mosaic.vrt", "catalog.json", "broken.json"):
         assert f"s3://{BUCKET}/list/in/{name}: skipped" in warned
+    # one scene per name: the Item rather than its asset, else the first key (no "b-2" that
+    # flood-mapping, naming a scene by its object, would never write a manifest for)
+    assert f"list/in/item.tif: skipped, s3://{BUCKET}/list/in/item.json is the scene named 'item'" in warned
+    assert f"list/in/b.tif: skipped, s3://{BUCKET}/list/in/B.tif is the scene named 'B'" in warned
     with pytest.raises(InputError, match=rf"s3://{BUCKET}/list/in/: more than 5 objects under the prefix"):
         list_prefix(f"s3://{BUCKET}/list/in/", max_keys=5)
-    assert len(list_prefix(f"s3://{BUCKET}/list/in/", max_keys=9)) == 7  # sub/deeper.tif counted, not listed
+    assert len(list_prefix(f"s3://{BUCKET}/list/in/", max_keys=11)) == 9  # sub/deeper.tif counted, not listed
 
 
 @pytest.mark.slow
