@@ -33,6 +33,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from flows.names import inside
 from pipeline.errors import OutputError, UsageError
@@ -53,8 +54,15 @@ def output_folder(output_dir: str) -> Path:
     if not is_url(output_dir):
         return Path(output_dir).expanduser().resolve()
     url = url_of(output_dir).rstrip("/")
-    if not url.startswith("s3://"):
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "s3":
         raise UsageError(f"output_dir {redact(url)}: outputs go to an s3:// prefix (http(s) is read-only)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        # a key in the URL would travel in every run's parameters; a query or fragment is no prefix
+        raise UsageError(
+            f"output_dir {redact(url)}: give s3://BUCKET/PREFIX alone (credentials go in AWS_* settings)"
+        )
+    url = "s3" + url[len(parts.scheme) :]
     try:
         return gdal_path(url)
     except UsageError:

@@ -31,6 +31,14 @@ def test_an_output_dir_url_is_an_s3_prefix() -> None:
     with pytest.raises(UsageError, match=r"give a prefix in the bucket") as refused:
         layout.output_folder(f"s3://{BUCKET}")
     assert "secret" not in str(refused.value)
+    assert layout.output_folder(f"S3://{BUCKET}/out") == Path(f"/vsis3/{BUCKET}/out")
+    for given in (
+        f"s3://key:secret@{BUCKET}/out",
+        f"s3://{BUCKET}/out?versionId=secret",
+        f"s3://{BUCKET}/out#x",
+    ):
+        with pytest.raises(UsageError, match=rf"output_dir s3://{BUCKET}/out: give s3://BUCKET/PREFIX alone"):
+            layout.output_folder(given)
 
 
 @pytest.mark.slow
