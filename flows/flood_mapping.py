@@ -285,16 +285,16 @@ def flood_mapping(
         inference = inference or InferenceOptions()
         polygons = polygons or PolygonSettings()
         inputs, name = scene_inputs_and_name(scene)
-        out = layout.output_folder(output_dir)
-        if not is_url(out):
-            out.mkdir(parents=True, exist_ok=True)
-        card = load_card(model)
-        spec = scene_spec(inputs, str(card.card_path), out, name, inference, polygons, probabilities)
         reference = FloodReference(
             reference_water=None if reference_water is None else reference_path(reference_water),
             reference_threshold=reference_threshold,
             pre_event=None if pre_event is None else scene_path(pre_event),
         )
+        out = layout.output_folder(output_dir)
+        if not is_url(out):
+            out.mkdir(parents=True, exist_ok=True)
+        card = load_card(model)
+        spec = scene_spec(inputs, str(card.card_path), out, name, inference, polygons, probabilities)
         spec = spec.model_copy(
             update={"resume": not overwrite, "allow_remote": allow_remote, "reference": reference}
         )

@@ -51,3 +51,12 @@ def test_a_reference_in_object_storage_is_refused_by_its_redacted_url() -> None:
     with pytest.raises(UsageError, match=r"s3://water/jrc\.tif"):
         reference_path("s3://water/jrc.tif")
     assert reference_path("jrc.tif") == Path("jrc.tif")
+
+
+def test_the_flow_refuses_a_reference_in_a_bucket_before_it_creates_anything(tmp_path: Path) -> None:
+    scene = tmp_path / "scene.tif"
+    write_geotiff(scene, np.zeros((1, 32, 32), dtype=np.float32))
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=r"reference_water s3://water/jrc\.tif: give a local file"):
+        flood_mapping(str(scene), "flood-s1", str(out), reference_water="s3://water/jrc.tif")
+    assert not out.exists()
