@@ -18,7 +18,6 @@ folder and upload each whole, the done manifest last (``flows.layout``).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -49,10 +48,10 @@ from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan, prepare_run
 from pipeline.run.spec import FloodReference, InferenceOptions, Outputs, PolygonSettings, RunSpec
 from pipeline.run.workdir import Workdir, pull_all
-from pipeline.sinks.atomic import stamp
+from pipeline.sinks.atomic import atomic_outputs
 from pipeline.sinks.quicklook import workdir_quicklook
 from pipeline.sinks.stitch import OutputPaths
-from pipeline.storage import gdal_path, is_url, redact, shown, url_of
+from pipeline.storage import gdal_path, is_url, path_of, redact, shown, url_of
 from unet.card import load_card
 
 log = logging.getLogger(__name__)
@@ -69,11 +68,6 @@ def remote_scene(scene: str | list[str]) -> list[Path] | None:
     if not all(is_url(part) for part in parts):
         raise UsageError("scene: give local files or URLs, not both")
     return [gdal_path(part) for part in parts]
-
-
-def scene_path(name: str) -> Path:
-    """One scene file as the run spec holds it: a URL as its GDAL path, else the path."""
-    return gdal_path(name) if is_url(name) else Path(name)
 
 
 def reference_path(name: str) -> Path:
@@ -221,10 +215,8 @@ def report_scene(
         outputs = {**result.outputs, "quicklook": shown(quicklook)}
         stamps: dict[str, Any]
         if staged is None:
-            temporary = Path(quicklook).with_name(f".partial-{os.getpid()}-{Path(quicklook).name}")
-            temporary.write_bytes(png)
-            workdir_state.record({str(Path(quicklook).resolve()): stamp(temporary)})
-            temporary.replace(quicklook)
+            with atomic_outputs([Path(quicklook)], ready=workdir_state.record) as (temporary,):
+                temporary.write_bytes(png)
             stamps = layout.stamp_outputs(Path(path) for path in outputs.values())
         else:
             Path(staged["quicklook"]).write_bytes(png)
@@ -288,7 +280,7 @@ def flood_mapping(
         reference = FloodReference(
             reference_water=None if reference_water is None else reference_path(reference_water),
             reference_threshold=reference_threshold,
-            pre_event=None if pre_event is None else scene_path(pre_event),
+            pre_event=None if pre_event is None else path_of(pre_event),
         )
         out = layout.output_folder(output_dir)
         if not is_url(out):

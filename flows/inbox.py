@@ -43,7 +43,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from flows import layout
-from flows.flood_mapping import flood_mapping, scene_path, scene_spec
+from flows.flood_mapping import flood_mapping, scene_spec
 from flows.logs import library_logs
 from flows.names import artifact_key
 from flows.pairing import Pairing, PairingRules, pair_scenes
@@ -54,7 +54,7 @@ from pipeline.errors import SegpipeError
 from pipeline.run.fingerprint import difference, referenced_files
 from pipeline.run.plan import run_fingerprint
 from pipeline.run.spec import FloodReference, InferenceOptions, PolygonSettings
-from pipeline.storage import is_url, url_of
+from pipeline.storage import is_url, path_of, url_of
 from unet.card import load_card
 
 DEPLOYMENT = "flood-mapping/flood-mapping"
@@ -179,7 +179,7 @@ class _Dispatcher:
         spec = scene_spec(
             scene.inputs, self.model, self.out, scene.name, self.inference, self.polygons, probabilities=False
         )
-        reference = FloodReference(pre_event=None if pre_event is None else scene_path(pre_event))
+        reference = FloodReference(pre_event=None if pre_event is None else path_of(pre_event))
         spec = spec.model_copy(update={"reference": reference})
         stored = manifest.get("fingerprint") or {}
         try:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -69,7 +68,7 @@ from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan, prepare_run, run_fingerprint, workdir_of
 from pipeline.run.spec import InferenceOptions, Outputs, RunSpec
 from pipeline.run.workdir import Workdir, pull_all
-from pipeline.sinks.atomic import stamp
+from pipeline.sinks.atomic import atomic_outputs
 from pipeline.sinks.quicklook import workdir_quicklook
 from pipeline.sinks.stitch import OutputPaths
 from pipeline.storage import is_url, shown, url_of
@@ -171,10 +170,8 @@ def _segment(
     stamps: dict[str, dict[str, int | str]]
     if staged is None:
         quicklook = named["quicklook"]
-        temporary = quicklook.with_name(f".partial-{os.getpid()}-{quicklook.name}")
-        temporary.write_bytes(png)
-        Workdir.open(workdir).record({str(quicklook.resolve()): stamp(temporary)})
-        temporary.replace(quicklook)
+        with atomic_outputs([quicklook], ready=Workdir.open(workdir).record) as (temporary,):
+            temporary.write_bytes(png)
         stamps = layout.stamp_outputs(named.values())
     else:
         staged["quicklook"].write_bytes(png)

@@ -73,6 +73,11 @@ def shown(name: str | Path) -> str:
     return redact(url_of(name)) if is_url(name) else str(name)
 
 
+def path_of(name: str) -> Path:
+    """A file or object name as the library holds it: a URL as its GDAL path, else the path."""
+    return gdal_path(name) if is_url(name) else Path(name)
+
+
 def gdal_path(url: str) -> Path:
     """The path GDAL reads ``url`` through, as a ``Path`` that keeps it (no ``//`` to collapse)."""
     parts = urlsplit(url)

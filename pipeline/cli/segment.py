@@ -14,7 +14,7 @@ from pipeline.cli.progress import with_progress
 from pipeline.cli.staged_outputs import StagedOutputs
 from pipeline.errors import NotFoundError, UsageError
 from pipeline.sources.limits import DEFAULT_MAX_PIXELS
-from pipeline.storage import gdal_path, is_url
+from pipeline.storage import is_url, path_of
 
 
 def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -168,7 +168,7 @@ def segment(
 ) -> None:
     """Segment INPUT with MODEL and write the labels to OUTPUT on the input's own grid."""
     configure_logging(verbose, quiet)
-    sources = [gdal_path(text) if is_url(text) else Path(text) for text in inputs]
+    sources = [path_of(text) for text in inputs]
     _check_paths([*sources, *(path for path in (reference_water, pre_event) if path is not None)], model)
     # outputs named by URL are written under a local scratch folder, uploaded at the end
     staged = StagedOutputs([output, probabilities, polygons, stats], overwrite)
@@ -197,7 +197,7 @@ def segment(
         overlap=overlap,
         precision=precision,
         max_pixels=max_pixels,
-        workdir=None if workdir is None else gdal_path(workdir) if is_url(workdir) else Path(workdir),
+        workdir=None if workdir is None else path_of(workdir),
         resume=not no_resume,
         allow_remote=allow_remote,
         overwrite=overwrite,
