@@ -15,7 +15,7 @@ Read from a STAC Item when the scene is one, else from the raster and its file n
 * **orbit**: the Item's ``sat:relative_orbit`` and ``sat:orbit_state`` when it states them.
 
 A scene in a bucket (its GDAL path) is read where it is: an Item whole, up to
-``ITEM_MAX_BYTES``, a raster's header through GDAL with ``pipeline.storage``'s settings.
+``stac.ITEM_MAX_BYTES``, a raster's header through GDAL with ``pipeline.storage``'s settings.
 
 ``overlap_fraction`` is the part of one footprint covered by another: the intersection is
 computed by shapely in lon/lat (edges straight in lon/lat), its area and the footprint's on
@@ -46,8 +46,8 @@ from rasterio.errors import RasterioError
 from pipeline.errors import SegpipeError
 from pipeline.grids.areas import geodesic_areas_m2
 from pipeline.sources.geotiff import gdal_env
-from pipeline.sources.stac import ITEM_MAX_BYTES
-from pipeline.storage import fetch, is_url, url_of
+from pipeline.sources.stac import item_object
+from pipeline.storage import is_url
 
 EDGE_POINTS = 21
 EDGE_STEP_DEG = 0.01
@@ -167,12 +167,7 @@ def _raster_acquisition(path: Path) -> Acquisition:
 
 
 def _item_text(path: Path) -> bytes | str:
-    if not is_url(path):
-        return path.read_text(encoding="utf-8")
-    body = fetch(url_of(path), ITEM_MAX_BYTES)
-    if body is None:
-        raise FileNotFoundError("object not found")
-    return body
+    return item_object(path) if is_url(path) else path.read_text(encoding="utf-8")
 
 
 def read_acquisition(path: Path) -> Acquisition:

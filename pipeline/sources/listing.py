@@ -24,10 +24,9 @@ PAGE_KEYS = 1_000
 
 @dataclass(frozen=True)
 class Listed:
-    """One object under the prefix: its URL, size, and when it was stored (POSIX seconds)."""
+    """One object under the prefix: its URL, and when it was stored (POSIX seconds)."""
 
     url: str
-    size: int
     modified: float
 
 
@@ -65,7 +64,7 @@ def list_prefix(url: str, max_keys: int = MAX_KEYS, config: S3Config | None = No
                     log.warning("%r under %s: skipped, a URL cannot hold '?' or '#'", name, redact(url))
                     continue
                 key = f"s3://{bucket}/{meta['path']}"
-                found.append(Listed(key, int(meta["size"]), meta["last_modified"].timestamp()))
+                found.append(Listed(key, meta["last_modified"].timestamp()))
     except InputError:
         raise
     except Exception as exc:  # obstore's errors: the kind is shown, never its text

@@ -109,16 +109,21 @@ def _band_entries(asset: pystac.Asset) -> list[dict[str, Any]]:
     return entries
 
 
+def item_object(path: Path) -> bytes:
+    """The body of the Item object at ``path`` (its GDAL path), read whole, at most ``ITEM_MAX_BYTES``."""
+    body = fetch(url_of(path), ITEM_MAX_BYTES)
+    if body is None:
+        raise NotFoundError(f"{shown(path)}: object not found")
+    return body
+
+
 def _read_item(path: Path) -> pystac.Item:
-    """The Item at ``path``: a file, or an object (a URL) read whole, at most ``ITEM_MAX_BYTES``."""
+    """The Item at ``path``: a file, or an object (a URL) read whole (``item_object``)."""
     if not is_url(path):
         if not path.is_file():
             raise NotFoundError(f"{path}: file not found")
         return pystac.Item.from_file(str(path))
-    body = fetch(url_of(path), ITEM_MAX_BYTES)
-    if body is None:
-        raise NotFoundError(f"{shown(path)}: object not found")
-    return pystac.Item.from_dict(json.loads(body), href=url_of(path))
+    return pystac.Item.from_dict(json.loads(item_object(path)), href=url_of(path))
 
 
 def item_bands(path: Path, allow_remote: bool = False) -> list[BandRef]:
