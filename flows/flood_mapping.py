@@ -40,6 +40,7 @@ from flows.scenes import object_scene_name, scene_inputs, scene_name
 from pipeline.engine.devices import region_device
 from pipeline.engine.infer import Progress
 from pipeline.errors import UsageError
+from pipeline.ingest.in_place import open_image
 from pipeline.run.execute import regions as plan_regions
 from pipeline.run.execute import run_rows
 from pipeline.run.finish import finish_run
@@ -204,7 +205,7 @@ def report_scene(
         out = Path(quicklook).parent
         arrays = WorkdirLayout(pull_all(Path(workdir)))
         png = workdir_quicklook(
-            arrays.image,
+            open_image(arrays.image, arrays.image_record),
             arrays.labels,
             Path(result.outputs["labels"] if staged is None else staged["labels"]),
             result.classes,

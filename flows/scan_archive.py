@@ -61,6 +61,7 @@ from flows.reports import (
 from flows.results import ArchiveReport, CaseResult
 from flows.retries import RETRIES, RETRY_DELAYS_S, retry_unexpected
 from pipeline.errors import InputError, SegpipeError, UsageError
+from pipeline.ingest.in_place import open_image
 from pipeline.run.execute import run_rows
 from pipeline.run.fingerprint import difference, referenced_files
 from pipeline.run.finish import finish_run
@@ -164,9 +165,9 @@ def _segment(
         layout.drop_workdir(workdir_of(spec))  # bad data: nothing worth resuming
         raise
     arrays = WorkdirLayout(pull_all(workdir))
-    png = workdir_quicklook(
-        arrays.image, arrays.labels, None, model.classes, statistics, f"{case.name}: {model.name}"
-    )
+    image = open_image(arrays.image, arrays.image_record)
+    title = f"{case.name}: {model.name}"
+    png = workdir_quicklook(image, arrays.labels, None, model.classes, statistics, title)
     stamps: dict[str, dict[str, int | str]]
     if staged is None:
         quicklook = named["quicklook"]

@@ -135,6 +135,14 @@ def segment(
         int,
         typer.Option("--max-pixels", help="Refuse inputs that declare more pixels/voxels (0: no limit)."),
     ] = DEFAULT_MAX_PIXELS,
+    copy_input: Annotated[
+        bool,
+        typer.Option(
+            "--copy-input",
+            help="Copy a local raster into the workdir instead of reading it in place (for regions "
+            "run on machines that see the workdir but not the input).",
+        ),
+    ] = False,
     quicklook: Annotated[
         Path | None,
         typer.Option("--quicklook", help="Also write a PNG of the mask over the input, with a legend."),
@@ -197,6 +205,7 @@ def segment(
         overlap=overlap,
         precision=precision,
         max_pixels=max_pixels,
+        copy_input=copy_input,
         workdir=None if workdir is None else path_of(workdir),
         resume=not no_resume,
         allow_remote=allow_remote,

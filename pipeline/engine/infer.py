@@ -1,4 +1,5 @@
-"""The streaming tiled-inference engine: zarr image in, zarr labels/probabilities out.
+"""The streaming tiled-inference engine: an image (zarr, or the input read in place) in, zarr
+labels/probabilities out.
 
 Loop: the splitter (``patches.iter_batches``) yields fixed batches in the grid's global
 order; the network runs on the device (autocast when asked; averaged over mirror flips
@@ -38,6 +39,7 @@ from pipeline.engine.patches import BandReader, Batch, Prepare, iter_batches
 from pipeline.engine.tta import with_tta
 from pipeline.errors import ModelError, UsageError
 from pipeline.ingest.normalize import FILL_VALUE
+from pipeline.ingest.prepare import StoredImage
 from pipeline.ingest.store import DoneMarks, ZArray, create_array, spatial_chunks
 from unet.card import Activation, ModelCard
 from unet.card_fields import Tta
@@ -278,7 +280,7 @@ def output_rows_todo(done: DoneMarks, chunk_rows: int, lo: int, hi: int) -> tupl
 
 
 def run_engine(
-    image: ZArray,
+    image: StoredImage,
     network: Network,
     settings: EngineSettings,
     labels: ZArray,

@@ -10,6 +10,7 @@ the pixels the network did not see as data.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,10 +18,26 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from pipeline.ingest.normalize import FILL_VALUE, normalize
-from pipeline.ingest.store import ZArray
 from unet.card import NormalizationSteps
 
 _NORMALIZATION: TypeAdapter[NormalizationSteps] = TypeAdapter(NormalizationSteps)
+
+
+class StoredImage(Protocol):
+    """The image a run reads, ``(C, *spatial)`` raw values: the workdir's zarr copy, or the
+    input's files read in place (``pipeline.ingest.in_place``); the geometry and the
+    preparation are in ``attrs``."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+    @property
+    def attrs(self) -> Mapping[str, Any]: ...
+
+    def __getitem__(self, region: Any) -> Any: ...
 
 
 class MaskLike(Protocol):
@@ -43,6 +60,11 @@ class Preparation:
 
     def _shape(self, ndim: int) -> tuple[int, ...]:
         return (-1,) + (1,) * (ndim - 1)
+
+    def can_be_invalid(self, dtype: Any) -> bool:
+        """Whether raw values of ``dtype`` can be invalid: integers without a nodata value cannot."""
+        integer = np.issubdtype(np.dtype(dtype), np.integer)
+        return not integer or any(value is not None and not math.isnan(value) for value in self.nodata)
 
     def invalid(self, raw: np.ndarray) -> np.ndarray:
         """True where any band of ``raw`` ``(C, ...)`` is nodata or not finite."""
@@ -94,7 +116,7 @@ class Preparation:
 class ValidMask:
     """Array-like over the image's spatial axes: ``mask[region]`` is True where every band is valid."""
 
-    def __init__(self, image: ZArray, preparation: Preparation) -> None:
+    def __init__(self, image: StoredImage, preparation: Preparation) -> None:
         self.image = image
         self.preparation = preparation
         self.shape = tuple(image.shape[1:])
@@ -102,8 +124,7 @@ class ValidMask:
     @property
     def everywhere(self) -> bool:
         """Integer bands without a nodata value cannot be invalid: no need to read them."""
-        integer = np.issubdtype(np.dtype(self.image.dtype), np.integer)
-        return integer and all(value is None or math.isnan(value) for value in self.preparation.nodata)
+        return not self.preparation.can_be_invalid(self.image.dtype)
 
     def __getitem__(self, region: Any) -> np.ndarray:
         region = region if isinstance(region, tuple) else (region,)

@@ -81,13 +81,7 @@ def ingest(
     blocks = tuple(min(n, max(c, STORE_BLOCK // c * c)) for n, c in zip(spatial, chunks, strict=True))
     # method="tasks": the default asks for a distributed client, importing distributed (3 s)
     data = source.data[bands].rechunk((len(bands), *blocks), method="tasks")
-    attrs: dict[str, Any] = {
-        "kind": source.kind,
-        "geometry": source.attrs,
-        "band_names": [source.band_names[i] for i in bands],
-        "paths": source.shown_paths,
-    }
-    image = create_array(path, data.shape, data.dtype, (len(bands), *chunks), attrs)
+    image = create_array(path, data.shape, data.dtype, (len(bands), *chunks), image_attributes(source, bands))
     draft = preparation(source, bands, normalization)
     target: ZArray | _Counted = image
     if progress is not None:
@@ -99,8 +93,22 @@ def ingest(
         _, valid_pixels = compute(stored, valid_count)  # one pass over the input for both
     if valid_pixels == 0:
         raise InputError(f"{source.paths[0]}: every pixel is nodata, NaN or inf; nothing to segment")
-    with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
-        stored = da.from_zarr(image)
-        resolved = resolve(stored, draft, normalization, str(source.paths[0]))
-    image.attrs["preparation"] = replace(draft, normalization=resolved).to_attrs()
+    image.attrs["preparation"] = resolved_preparation(da.from_zarr(image), draft, str(source.paths[0]))
     return image
+
+
+def image_attributes(source: SourceImage, bands: list[int]) -> dict[str, Any]:
+    """What every stage reads of the run's image besides its pixels (the preparation aside)."""
+    return {
+        "kind": source.kind,
+        "geometry": source.attrs,
+        "band_names": [source.band_names[i] for i in bands],
+        "paths": source.shown_paths,
+    }
+
+
+def resolved_preparation(raw: da.Array, draft: Preparation, name: str) -> dict[str, Any]:
+    """``draft`` with an input-dependent normalisation resolved over ``raw``, as attributes."""
+    with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
+        resolved = resolve(raw, draft, draft.normalization, name)
+    return replace(draft, normalization=resolved).to_attrs()

@@ -21,7 +21,8 @@ from pipeline.engine.devices import AUTOCAST_DTYPES, region_device
 from pipeline.engine.infer import EngineSettings, EngineStats, Progress, run_engine
 from pipeline.engine.patch_grid import PatchGrid
 from pipeline.errors import UsageError
-from pipeline.ingest.prepare import Preparation
+from pipeline.ingest.in_place import open_image
+from pipeline.ingest.prepare import Preparation, StoredImage
 from pipeline.ingest.store import DoneMarks, ZArray, open_array
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import RunPlan
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 def engine_paths(workdir: Path, plan: RunPlan) -> tuple[Path, Path, Path | None]:
     """Where the image the engine reads and the labels/probabilities it writes are (model grid
-    if resampled), in the local folder of ``workdir``."""
+    if resampled), in the local folder of ``workdir``; the image is the zarr copy's path
+    even when the input is read in place (``engine_arrays`` opens either)."""
     layout = WorkdirLayout(local_path(workdir))
     if plan.model_grid is None:
         probabilities = layout.probabilities if (layout.probabilities / "zarr.json").exists() else None
@@ -43,10 +45,12 @@ def engine_paths(workdir: Path, plan: RunPlan) -> tuple[Path, Path, Path | None]
     return layout.model_image, layout.model_labels, layout.model_probabilities
 
 
-def engine_arrays(workdir: Path, plan: RunPlan) -> tuple[ZArray, ZArray, ZArray | None]:
+def engine_arrays(workdir: Path, plan: RunPlan) -> tuple[StoredImage, ZArray, ZArray | None]:
     """The image the engine reads and the labels/probabilities it writes."""
     image, labels, probabilities = engine_paths(workdir, plan)
-    return open_array(image), open_array(labels), None if probabilities is None else open_array(probabilities)
+    record = WorkdirLayout(local_path(workdir)).image_record
+    stored = open_image(image, record) if plan.model_grid is None else open_array(image)
+    return stored, open_array(labels), None if probabilities is None else open_array(probabilities)
 
 
 def regions(workdir: Path, count: int) -> list[tuple[int, int]]:
@@ -84,7 +88,7 @@ def run_rows(
     image, labels, probabilities = engine_arrays(workdir, plan)
     prepare = None
     if plan.model_grid is None:
-        prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
+        prepare = Preparation.from_attrs(image.attrs["preparation"])
     batch_size = plan.spec.inference.batch_size
     settings = EngineSettings.for_card(
         card,
@@ -125,7 +129,7 @@ def run_rows(
 
 def _run_recipe(
     card: ModelCard,
-    image: ZArray,
+    image: StoredImage,
     outputs: tuple[ZArray, ZArray | None],
     prepare: Preparation | None,
     done: DoneMarks,

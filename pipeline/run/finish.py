@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.engine.postprocess import postprocess_labels
+from pipeline.ingest.in_place import open_image
 from pipeline.ingest.prepare import Preparation, ValidMask
 from pipeline.ingest.store import open_array
 from pipeline.progress import StageProgress
@@ -41,18 +42,17 @@ def finish_run(
     plan = RunPlan.load(workdir)
     card = load_card(plan.card)
     layout = WorkdirLayout(pull_all(workdir))
-    image = open_array(layout.image)
+    image = open_image(layout.image, layout.image_record)
     labels = open_array(layout.labels)
     probabilities = open_array(layout.probabilities) if layout.probabilities.exists() else None
     if plan.model_grid is not None:
         to_source_grid(open_array(layout.model_probabilities), card, labels, probabilities)
-    prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
-    labels = postprocess_labels(
-        labels, ValidMask(image, prepare), image.attrs.asdict(), card, layout.postprocessed
-    )
+    prepare = Preparation.from_attrs(image.attrs["preparation"])
+    attrs = dict(image.attrs)
+    labels = postprocess_labels(labels, ValidMask(image, prepare), attrs, card, layout.postprocessed)
     paths = paths or plan.output_paths()
     job = WriteJob(
-        image.attrs.asdict(),
+        attrs,
         card,
         labels,
         ValidMask(image, prepare),

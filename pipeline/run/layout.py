@@ -2,7 +2,8 @@
 
 A workdir holds one run's intermediates (``pipeline.run.workdir``): the marker that
 proves segpipe made it, the manifest (fingerprint, finished stages, stamps of the
-outputs written), the plan, the zarr arrays on the source grid and, when the card
+outputs written), the plan, the zarr arrays on the source grid (or, for the input, the
+record of the files read in place) and, when the card
 resamples, on the model grid, the done marks of the engine's chunk rows, and the
 record of a DICOM SEG's source series. The names are part of the on-disk format: a
 rerun resumes a workdir an earlier version wrote, so they never change without
@@ -51,6 +52,12 @@ class WorkdirLayout:
     def image(self) -> Path:
         """The ingested input, ``(C, *spatial)`` on the source grid, with its geometry in the attributes."""
         return self.path / "image.zarr"
+
+    @property
+    def image_record(self) -> Path:
+        """Instead of ``image``: which bands of which local files make the input, read in place
+        (``pipeline.ingest.in_place``), with the attributes ``image`` would carry."""
+        return self.path / "image.json"
 
     @property
     def labels(self) -> Path:
@@ -107,9 +114,11 @@ class WorkdirLayout:
 
 def is_state(name: str) -> bool:
     """Whether ``name`` (relative to a workdir) is one of the small files every stage reads:
-    the marker, the manifest, the plan, the SEG source record, an array's metadata, a done mark."""
+    the marker, the manifest, the plan, the SEG source record, the in-place image record, an
+    array's metadata, a done mark."""
     here = WorkdirLayout(Path())
-    files = {str(path) for path in (here.marker, here.manifest, here.plan, here.seg_source)}
+    state = (here.marker, here.manifest, here.plan, here.seg_source, here.image_record)
+    files = {str(path) for path in state}
     top, _, rest = name.partition("/")
     return name in files or (top.endswith(".zarr") and rest == "zarr.json") or top == str(here.done)
 

@@ -26,8 +26,9 @@ from pipeline.engine.labels import stored_label_dtype
 from pipeline.engine.postprocess import check_postprocess
 from pipeline.errors import InputError, UsageError
 from pipeline.grids.resample import model_shape
-from pipeline.ingest.prepare import Preparation
-from pipeline.ingest.store import ZArray, create_array, open_array, spatial_chunks
+from pipeline.ingest.in_place import open_image, read_in_place
+from pipeline.ingest.prepare import Preparation, StoredImage
+from pipeline.ingest.store import create_array, open_array, spatial_chunks
 from pipeline.ingest.to_zarr import ingest
 from pipeline.progress import StageProgress
 from pipeline.run.fingerprint import fingerprint
@@ -199,13 +200,18 @@ def prepare_run(
     layout = workdir.layout
     if seg_source is not None:
         seg_source.save(layout.seg_source)  # finishing must not read the source again
-    if not workdir.finished("ingest"):
+    image: StoredImage
+    if workdir.finished("ingest"):
+        log.info("resuming: ingest already finished in %s", shown(workdir_path))
+        image = open_image(layout.image, layout.image_record)
+    elif reads_in_place(source, workdir_path) and not inference.copy_input:
+        log.info("reading %s in place", ", ".join(map(shown, inputs)))
+        image = read_in_place(source, bands, card.inputs.normalization, layout.image_record, progress)
+        workdir.finish("ingest")
+    else:
         log.info("ingesting %s into %s", ", ".join(map(shown, inputs)), shown(workdir_path))
         image = ingest(source, bands, card.inputs.normalization, layout.image, progress)
         workdir.finish("ingest")
-    else:
-        log.info("resuming: ingest already finished in %s", shown(workdir_path))
-        image = open_array(layout.image)
     if not workdir.finished("outputs-created"):
         if grid_shape is not None:
             log.info(
@@ -240,9 +246,16 @@ def _seg_source(source: SourceImage, series: Path, labels: Path, card: ModelCard
     return collect_seg_source(source, series, labels, card)
 
 
+def reads_in_place(source: SourceImage, workdir: Path) -> bool:
+    """Whether the engine reads the input where it lies instead of a zarr copy
+    (``pipeline.ingest.in_place``): a raster whose bands lie in local files as read, and a
+    local workdir (a bucket's may be run on machines that do not see the input)."""
+    return source.kind == "raster" and source.band_files is not None and not is_url(workdir)
+
+
 def _create_outputs(
     layout: WorkdirLayout,
-    image: ZArray,
+    image: StoredImage,
     card: ModelCard,
     probabilities: bool,
     grid_shape: tuple[int, ...] | None,
@@ -256,8 +269,9 @@ def _create_outputs(
     if probabilities:
         create_array(layout.probabilities, (channels, *spatial), np.float32, (1, *chunks))
     if grid_shape is not None:
-        prepare = Preparation.from_attrs(image.attrs["preparation"])  # type: ignore[arg-type]
-        to_model_grid(image, prepare, grid_shape, layout.model_image)
+        prepare = Preparation.from_attrs(image.attrs["preparation"])
+        # only volumes resample, and a volume is always copied: the zarr copy is the source
+        to_model_grid(open_array(layout.image), prepare, grid_shape, layout.model_image)
         model_chunks = spatial_chunks(grid_shape)
         create_array(layout.model_labels, grid_shape, label_dtype, model_chunks)
         create_array(layout.model_probabilities, (channels, *grid_shape), np.float32, (1, *model_chunks))

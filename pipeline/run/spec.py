@@ -67,6 +67,11 @@ class InferenceOptions(Spec):
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS, description="Refuse inputs that declare more pixels/voxels (0: no limit)"
     )
+    copy_input: bool = Field(
+        False,
+        description="Copy a local raster into the workdir instead of reading it in place "
+        "(for regions run on machines that see the workdir but not the input)",
+    )
 
     @field_validator("batch_size")
     @classmethod

@@ -16,10 +16,13 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from pipeline.ingest.prepare import StoredImage
 
 PALETTE = (
     "#1e88e5",  # blue: class 1 (water, in flood cards)
@@ -286,7 +289,7 @@ def ras_spacing(geometry: Mapping[str, Any]) -> tuple[float, float, float]:
 
 
 def workdir_quicklook(
-    image_zarr: Path,
+    image: StoredImage,
     labels_zarr: Path,
     labels_cog: Path | None,
     classes: Sequence[str],
@@ -295,13 +298,13 @@ def workdir_quicklook(
 ) -> bytes:
     """The quick-look of a finished run from its workdir's arrays (before it is removed) and outputs only.
 
-    Rasters take the labels from the written COG (it carries the nodata), volumes from
-    the workdir's ``labels_zarr`` (RAS voxel order, like ``image_zarr``).
+    ``image`` is the workdir's (``pipeline.ingest.in_place.open_image``). Rasters take the
+    labels from the written COG (it carries the nodata), volumes from the workdir's
+    ``labels_zarr`` (RAS voxel order, like ``image``).
     """
     from pipeline.ingest.store import open_array
 
-    image = open_array(image_zarr)
-    attrs: dict[str, Any] = dict(image.attrs.asdict())
+    attrs: dict[str, Any] = dict(image.attrs)
     if attrs.get("kind") == "volume":
         labels = np.asarray(open_array(labels_zarr)[...])
         volumes = amounts(statistics, "volume_ml")
@@ -309,7 +312,7 @@ def workdir_quicklook(
             np.asarray(image[0]), labels, ras_spacing(attrs["geometry"]), classes, volumes, title
         )
     if labels_cog is None:
-        raise ValueError(f"{image_zarr.parent}: a raster quick-look needs the labels COG")
+        raise ValueError(f"{labels_zarr.parent}: a raster quick-look needs the labels COG")
     return raster_file_quicklook(image, attrs["band_names"], labels_cog, classes, statistics, title)
 
 

@@ -131,7 +131,7 @@ def _grid(src: Any) -> Grid:
     )
 
 
-class _WindowReader:
+class WindowReader:
     """Array-like over some bands of one file on the reference grid.
 
     Each ``__getitem__`` opens the file, reads one window (through a WarpedVRT when the
@@ -271,7 +271,7 @@ def open_bands(
             _chunk_edge(block_cols, reference.width),
         )
         indices = [refs[p].index for p in positions]
-        reader = _WindowReader(path, indices, reference, warp, info["dtype"], remote)
+        reader = WindowReader(path, indices, reference, warp, info["dtype"], remote)
         data = da.from_array(
             reader, chunks=chunks, asarray=True, lock=False, meta=np.empty((0, 0, 0), info["dtype"])
         )
@@ -293,13 +293,14 @@ def open_bands(
         offsets.append(float(offset))
         nodata_values.append(None if nodata is None or math.isnan(nodata) else float(nodata))
         declared.append(ref.scale is not None or ref.offset is not None or scale != 1 or offset != 0)
+    resampled = any(warp is not None for warp in warps)
     attrs = {
         "crs": reference.crs,
         "transform": list(reference.transform),
         "height": reference.height,
         "width": reference.width,
         "nodata": nodata_values,
-        "resampled": any(not same_grid(grids[p], reference) for p in paths),
+        "resampled": resampled,
         "tags": meta[first]["tags"],
     }
     return SourceImage(
@@ -313,6 +314,7 @@ def open_bands(
         declared=declared,
         attrs=attrs,
         common_names=[ref.common_name for ref in refs],
+        band_files=None if remote or resampled else [(ref.path, ref.index) for ref in refs],
     )
 
 

@@ -20,7 +20,9 @@ class SourceImage:
     raw x scale + offset), ``declared`` whether there was such a declaration, and
     ``nodata`` (None: none; NaN and inf are always invalid). ``attrs`` is the
     JSON-serialisable geometry the writers need; ``common_names`` are band names the
-    input declares (STAC).
+    input declares (STAC). ``band_files`` says where each band lies (a local file and its
+    1-based band index) when every band is read as stored, with no resampling and no
+    network: then the engine may read the input in place (``pipeline.ingest.in_place``).
     """
 
     kind: Literal["raster", "volume"]
@@ -33,6 +35,7 @@ class SourceImage:
     declared: list[bool]
     attrs: dict[str, Any] = field(default_factory=dict)
     common_names: list[str | None] | None = None
+    band_files: list[tuple[Path, int]] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:

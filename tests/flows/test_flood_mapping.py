@@ -75,7 +75,7 @@ def test_flood_mapping_writes_outputs_artifacts_and_library_logs(tmp_path: Path)
     names = {task.name for task in api.task_runs(run_id)}
     assert {"infer-rows-0-256", "infer-rows-256-300"} <= names
     messages = [(entry.name, entry.message) for entry in api.logs(run_id)]
-    assert any(name == "pipeline.run.plan" and "ingesting" in message for name, message in messages)
+    assert any(name == "pipeline.run.plan" and "in place" in message for name, message in messages)
     assert any(name == "pipeline.run.execute" and "rows 256-300" in message for name, message in messages)
 
 

@@ -20,15 +20,17 @@ from tests.helpers import write_geotiff
 SIZE = 2000
 
 
-def _command(scene: Path, output: Path, workdir: Path) -> list[str]:
+def _command(scene: Path, output: Path, workdir: Path, copy: bool = False) -> list[str]:
     return [
         sys.executable, "-m", "pipeline.cli", "segment", str(scene), "-m", "random-unet-2d",
         "-o", str(output), "--probabilities", str(output.with_suffix(".probs.tif")),
         "--workdir", str(workdir), "--device", "cpu", "--batch-size", "2", "-q",
+        *(["--copy-input"] if copy else []),
     ]  # fmt: skip
 
 
 def _ingesting(workdir: Path, output: Path) -> bool:
+    """During the copy of the input (``--copy-input``; a local GeoTIFF is otherwise read in place)."""
     return (workdir / "image.zarr").exists() and not (workdir / "labels.zarr").exists()
 
 
@@ -63,7 +65,8 @@ def test_a_killed_run_resumes_to_the_same_bytes(
     scene: Path, reference: Path, tmp_path: Path, moment: Callable[[Path, Path], bool]
 ) -> None:
     output, workdir = tmp_path / "mask.tif", tmp_path / "work"
-    process = subprocess.Popen(_command(scene, output, workdir))
+    copy = moment is _ingesting  # and the copy's labels are the in-place reference's bytes
+    process = subprocess.Popen(_command(scene, output, workdir, copy))
     deadline = time.monotonic() + 120
     while not moment(workdir, output):
         assert not output.exists()  # never a final name before completion
@@ -76,7 +79,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(
     assert not output.exists()
     assert not output.with_suffix(".probs.tif").exists()
 
-    subprocess.run(_command(scene, output, workdir), check=True)
+    subprocess.run(_command(scene, output, workdir, copy), check=True)
     assert output.read_bytes() == reference.read_bytes()
     assert output.with_suffix(".probs.tif").read_bytes() == reference.with_suffix(".probs.tif").read_bytes()
     assert not list(tmp_path.glob(".partial-*"))  # the killed writer's temporary files are gone

@@ -60,6 +60,19 @@ def test_a_raster_run_reports_each_stage_with_its_total_and_completes_it(tmp_pat
     assert recorder.advanced == [total for _, total, _ in recorder.stages]
 
 
+@pytest.mark.parametrize("copy", [False, True], ids=["in-place", "copied"])
+def test_a_scene_read_in_place_with_nothing_to_check_announces_no_ingest(tmp_path: Path, copy: bool) -> None:
+    # uint16 without nodata: no pixel can be invalid, so reading in place reads nothing up front
+    data = np.random.default_rng(3).integers(0, 2, size=(1, 300, 40)).astype(np.uint16)
+    scene = write_geotiff(tmp_path / "s.tif", data)
+    card = load_card(threshold_card(tmp_path, 0.5))
+    recorder = Recorder()
+    segment(run_spec([scene], card, tmp_path / "m.tif", device="cpu", copy_input=copy), card, recorder)
+    stages = ["ingest", "inference", "writing"] if copy else ["inference", "writing"]
+    assert [name for name, _, _ in recorder.stages] == stages
+    assert recorder.advanced == [total for _, total, _ in recorder.stages]
+
+
 def test_a_volume_run_counts_nifti_slabs(tmp_path: Path) -> None:
     volume = np.random.default_rng(1).random((20, 18, 40), dtype=np.float32)
     source = write_nifti(tmp_path / "v.nii.gz", volume, np.diag([1.0, 1.0, 1.0, 1.0]))

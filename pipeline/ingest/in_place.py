@@ -1,0 +1,202 @@
+"""A local raster read where it lies: the run's image without a zarr copy.
+
+Ingest copies the input's bands into ``image.zarr``, a full read and a full write before
+the engine starts (0.9 s of a 4 x 6000^2 scene's 2.7 s run). When every band of a 2D
+raster lies in a local file on the scene's own grid (``SourceImage.band_files``: nothing
+resampled, nothing read over the network), the workdir records instead which band of
+which file makes each channel (``image.json``, with the attributes ``image.zarr`` would
+carry), and every stage reads windows of those files. Each file's size and modification
+time are recorded too and checked whenever the record is opened: a run never reads a file
+that changed after it was planned (the rerun's fingerprint differs, so it starts over).
+
+Reading in place needs the input where the engine runs, at the same path: a workdir in a
+bucket, whose regions may run on other machines, always takes the zarr copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pipeline.errors import InputError, NotFoundError
+from pipeline.grids.georef import Grid
+from pipeline.ingest.prepare import StoredImage
+from pipeline.ingest.store import open_array
+from pipeline.ingest.to_zarr import (
+    INGEST_WORKERS,
+    THREADS,
+    image_attributes,
+    preparation,
+    resolved_preparation,
+)
+from pipeline.progress import Counter, StageProgress
+from pipeline.sources.geotiff import WindowReader
+from pipeline.sources.image import SourceImage
+from unet.card import NormalizationSteps
+
+RECORD_VERSION = 1
+BAND_ROWS = 512  # a strided read decodes this many rows at a time
+
+
+def file_stamp(path: Path) -> dict[str, int]:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+class InPlaceImage:
+    """Array-like ``(C, rows, cols)`` over bands of local raster files, read window by window.
+
+    ``image[(channels, rows, cols)]`` (slices of step 1) reads the window of each file
+    holding one of the channels, through a handle opened for that read alone, so threads
+    read in parallel.
+    """
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self.attrs: dict[str, Any] = dict(record["attrs"])
+        self.dtype = np.dtype(record["dtype"])
+        geometry = self.attrs["geometry"]
+        self.shape = (len(record["bands"]), int(geometry["height"]), int(geometry["width"]))
+        self.ndim = 3
+        grid = Grid(geometry["crs"], tuple(geometry["transform"]), self.shape[2], self.shape[1])
+        files: dict[str, list[int]] = {}
+        for channel, (path, _) in enumerate(record["bands"]):
+            files.setdefault(path, []).append(channel)
+        self._readers = []
+        for path, channels in files.items():
+            indices = [int(record["bands"][channel][1]) for channel in channels]
+            self._readers.append((channels, WindowReader(Path(path), indices, grid, None, self.dtype)))
+
+    @classmethod
+    def load(cls, path: Path) -> InPlaceImage:
+        """The image ``path`` records; refused when a file it names changed since."""
+        record = json.loads(path.read_text())
+        if record.get("version") != RECORD_VERSION:
+            raise InputError(f"{path}: image record version {record.get('version')} is not supported")
+        for name, stamp in record["files"].items():
+            file = Path(name)
+            if not file.is_file():
+                raise NotFoundError(f"{file}: the input this run reads in place is gone")
+            if file_stamp(file) != stamp:
+                raise InputError(
+                    f"{file}: changed (size or modification time) since this run was planned; "
+                    "rerun to start over on the new file"
+                )
+        return cls(record)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        channels, rows, cols = _ranges(key, self.shape)
+        out = np.empty((len(channels), len(rows), len(cols)), dtype=self.dtype)
+        if out.size == 0:
+            return out
+        if rows.step == 1 and cols.step == 1:
+            self._read(channels, rows, cols, out)
+            return out
+        # strided (a preview): bands of whole rows, a multiple of the step, thinned as they come
+        band = rows.step * max(1, BAND_ROWS // rows.step)
+        window_cols = range(cols.start, cols[-1] + 1)
+        for first in range(rows.start, rows[-1] + 1, band):
+            window_rows = range(first, min(first + band, rows[-1] + 1))
+            block = np.empty((len(channels), len(window_rows), len(window_cols)), dtype=self.dtype)
+            self._read(channels, window_rows, window_cols, block)
+            at = (first - rows.start) // rows.step
+            thinned = block[:, :: rows.step, :: cols.step]
+            out[:, at : at + thinned.shape[1]] = thinned
+        return out
+
+    def _read(self, channels: range, rows: range, cols: range, out: np.ndarray) -> None:
+        """The step-1 window ``rows`` x ``cols`` of ``channels`` into ``out``."""
+        window = (slice(None), slice(rows.start, rows.stop), slice(cols.start, cols.stop))
+        for file_channels, reader in self._readers:
+            if not any(channel in channels for channel in file_channels):
+                continue
+            block = reader[window]  # a file's bands are decoded together anyway
+            for position, channel in enumerate(file_channels):
+                if channel in channels:
+                    out[channels.index(channel)] = block[position]
+
+
+def _ranges(key: Any, shape: tuple[int, int, int]) -> tuple[range, range, range]:
+    """The indices ``key`` selects along each axis: slices with positive steps (``...`` and
+    missing trailing axes whole)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if any(part is Ellipsis for part in parts):
+        at = next(i for i, part in enumerate(parts) if part is Ellipsis)
+        parts = (*parts[:at], *(slice(None),) * (len(shape) - len(parts) + 1), *parts[at + 1 :])
+    parts = (*parts, *(slice(None),) * (len(shape) - len(parts)))
+    if len(parts) != len(shape) or not all(
+        isinstance(part, slice) and (part.step is None or part.step > 0) for part in parts
+    ):
+        raise TypeError(f"an in-place image is read by slices with positive steps, got {key!r}")
+    channels, rows, cols = (range(*part.indices(size)) for part, size in zip(parts, shape, strict=True))
+    return channels, rows, cols
+
+
+def read_in_place(
+    source: SourceImage,
+    bands: list[int],
+    normalization: NormalizationSteps,
+    record: Path,
+    progress: StageProgress | None = None,
+) -> InPlaceImage:
+    """Record the selected bands of ``source`` as the run's image, read where they lie
+    (``source.band_files`` must be set); return it opened.
+
+    Nothing is copied. The input is read in full here only when a band can be invalid (to
+    refuse an input without a valid pixel, as ingest does; ``progress`` gets that read as
+    the stage ``ingest``, in blocks) or when the normalisation needs statistics over the
+    whole input.
+    """
+    if source.band_files is None:
+        raise ValueError("the source's bands are not all stored as read: it cannot be read in place")
+    data = source.data[bands]
+    draft = preparation(source, bands, normalization)
+    name = str(source.paths[0])
+    if draft.can_be_invalid(data.dtype):
+        invalid: Callable[[np.ndarray], np.ndarray] = draft.invalid
+        if progress is not None:
+            progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
+            invalid = _counted(draft.invalid, Counter(progress))
+        with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
+            valid = int((~da.map_blocks(invalid, data, drop_axis=0, dtype=bool)).sum().compute())
+        if valid == 0:
+            raise InputError(f"{name}: every pixel is nodata, NaN or inf; nothing to segment")
+    attrs = {**image_attributes(source, bands), "preparation": resolved_preparation(data, draft, name)}
+    files = [source.band_files[i] for i in bands]
+    stamps = {str(file.resolve()): file_stamp(file) for file, _ in files}
+    content = {
+        "version": RECORD_VERSION,
+        "bands": [[str(file.resolve()), index] for file, index in files],
+        "dtype": np.dtype(data.dtype).str,
+        "files": stamps,
+        "attrs": attrs,
+    }
+    staging = record.with_name(f".{record.name}.tmp")
+    staging.write_text(json.dumps(content, indent=1))
+    os.replace(staging, record)
+    return InPlaceImage(content)
+
+
+def _counted(
+    function: Callable[[np.ndarray], np.ndarray], done: Callable[[], None]
+) -> Callable[[np.ndarray], np.ndarray]:
+    def counted(block: np.ndarray) -> np.ndarray:
+        result = function(block)
+        done()
+        return result
+
+    return counted
+
+
+def open_image(stored: Path, record: Path) -> StoredImage:
+    """A workdir's image: the files ``record`` names, read in place, or else the zarr copy ``stored``."""
+    if record.is_file():
+        return InPlaceImage.load(record)
+    return open_array(stored)
