@@ -95,7 +95,7 @@ def write_labels(
         for start in range(0, labels.shape[0], step):
             stop = min(start + step, labels.shape[0])
             block = np.asarray(labels[start:stop]).astype(dtype)
-            if valid is not None:
+            if valid is not None and not valid.everywhere:
                 block[~np.asarray(valid[start:stop])] = nodata
             dst.write(block, 1, window=Window(0, start, labels.shape[1], stop - start))
             if written is not None:
@@ -128,7 +128,7 @@ def write_probabilities(
         for start in range(0, probabilities.shape[1], step):
             stop = min(start + step, probabilities.shape[1])
             block = np.asarray(probabilities[:, start:stop], dtype=np.float32)
-            if valid is not None:
+            if valid is not None and not valid.everywhere:
                 block[:, ~np.asarray(valid[start:stop])] = np.nan
             dst.write(block, window=Window(0, start, probabilities.shape[2], stop - start))
             if written is not None:
