@@ -25,13 +25,15 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import compute
 
 from pipeline.errors import InputError, NotFoundError
 from pipeline.grids.georef import Grid
-from pipeline.ingest.prepare import StoredImage
-from pipeline.ingest.store import open_array
+from pipeline.ingest.prepare import Preparation, StoredImage
+from pipeline.ingest.store import ZArray, create_array, open_array, spatial_chunks
 from pipeline.ingest.to_zarr import (
     INGEST_WORKERS,
+    STORE_BLOCK,
     THREADS,
     image_attributes,
     preparation,
@@ -56,11 +58,14 @@ class InPlaceImage:
 
     ``image[(channels, rows, cols)]`` (slices of step 1) reads the window of each file
     holding one of the channels, through a handle opened for that read alone, so threads
-    read in parallel.
+    read in parallel. ``validity``: where every band is valid, when a band can be invalid
+    (``prepare.ValidMask`` reads it instead of the files).
     """
 
-    def __init__(self, record: Mapping[str, Any]) -> None:
+    def __init__(self, record: Mapping[str, Any], folder: Path) -> None:
         self.attrs: dict[str, Any] = dict(record["attrs"])
+        recorded = record.get("validity")
+        self.validity = None if recorded is None else open_array(folder / str(recorded))
         self.dtype = np.dtype(record["dtype"])
         geometry = self.attrs["geometry"]
         self.shape = (len(record["bands"]), int(geometry["height"]), int(geometry["width"]))
@@ -89,7 +94,7 @@ class InPlaceImage:
                     f"{file}: changed (size or modification time) since this run was planned; "
                     "rerun to start over on the new file"
                 )
-        return cls(record)
+        return cls(record, path.parent)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         channels, rows, cols = _ranges(key, self.shape)
@@ -144,30 +149,27 @@ def read_in_place(
     bands: list[int],
     normalization: NormalizationSteps,
     record: Path,
+    validity: Path,
     progress: StageProgress | None = None,
 ) -> InPlaceImage:
     """Record the selected bands of ``source`` as the run's image, read where they lie
-    (``source.band_files`` must be set); return it opened.
+    (``source.band_files`` must be set), in ``record``; return it opened.
 
-    Nothing is copied. The input is read in full here only when a band can be invalid (to
-    refuse an input without a valid pixel, as ingest does; ``progress`` gets that read as
-    the stage ``ingest``, in blocks) or when the normalisation needs statistics over the
-    whole input.
+    Nothing is copied. The input is read in full here only when the normalisation needs
+    statistics over the whole input, or when a band can be invalid: then where every band
+    is valid is stored in the zarr ``validity`` (beside ``record``), and an input without
+    a valid pixel is refused, as ingest does; ``progress`` gets that read as the stage
+    ``ingest``, in blocks.
     """
     if source.band_files is None:
         raise ValueError("the source's bands are not all stored as read: it cannot be read in place")
     data = source.data[bands]
     draft = preparation(source, bands, normalization)
     name = str(source.paths[0])
+    recorded = None
     if draft.can_be_invalid(data.dtype):
-        invalid: Callable[[np.ndarray], np.ndarray] = draft.invalid
-        if progress is not None:
-            progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
-            invalid = _counted(draft.invalid, Counter(progress))
-        with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
-            valid = int((~da.map_blocks(invalid, data, drop_axis=0, dtype=bool)).sum().compute())
-        if valid == 0:
-            raise InputError(f"{name}: every pixel is nodata, NaN or inf; nothing to segment")
+        _store_validity(data, draft, validity, name, progress)
+        recorded = validity.name
     attrs = {**image_attributes(source, bands), "preparation": resolved_preparation(data, draft, name)}
     files = [source.band_files[i] for i in bands]
     stamps = {str(file.resolve()): file_stamp(file) for file, _ in files}
@@ -177,11 +179,39 @@ def read_in_place(
         "dtype": np.dtype(data.dtype).str,
         "files": stamps,
         "attrs": attrs,
+        "validity": recorded,
     }
     staging = record.with_name(f".{record.name}.tmp")
     staging.write_text(json.dumps(content, indent=1))
     os.replace(staging, record)
-    return InPlaceImage(content)
+    return InPlaceImage(content, record.parent)
+
+
+def _store_validity(
+    data: da.Array, draft: Preparation, path: Path, name: str, progress: StageProgress | None
+) -> None:
+    """Where every band of ``data`` is valid, as the bool zarr ``path``, in one pass that also
+    refuses an input without a valid pixel.
+
+    Stored rather than recomputed: every output that marks nodata reads it, and each
+    would decode the input's bands again (labels and statistics of a 4 x 6000^2 scene with
+    a nodata value: 6.1 s in place without it, 4.3 s from a copy).
+    """
+    invalid: Callable[[np.ndarray], np.ndarray] = draft.invalid
+    if progress is not None:
+        progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
+        invalid = _counted(draft.invalid, Counter(progress))
+    spatial = tuple(int(n) for n in data.shape[1:])
+    chunks = spatial_chunks(spatial)
+    # dask blocks of whole zarr chunks, so no two blocks write the same chunk
+    blocks = tuple(min(n, c * max(1, STORE_BLOCK // c)) for n, c in zip(spatial, chunks, strict=True))
+    valid = (~da.map_blocks(invalid, data, drop_axis=0, dtype=bool)).rechunk(blocks, method="tasks")
+    target = create_array(path, spatial, bool, chunks, fill_value=False)
+    with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
+        stored = da.store(valid, target, lock=False, compute=False)  # type: ignore[arg-type]
+        _, count = compute(stored, valid.sum())
+    if count == 0:
+        raise InputError(f"{name}: every pixel is nodata, NaN or inf; nothing to segment")
 
 
 def _counted(
@@ -193,6 +223,11 @@ def _counted(
         return result
 
     return counted
+
+
+def recorded_validity(image: StoredImage) -> ZArray | None:
+    """The validity stored when ``image`` was read in place, if any (``prepare.ValidMask``)."""
+    return image.validity if isinstance(image, InPlaceImage) else None
 
 
 def open_image(stored: Path, record: Path) -> StoredImage:

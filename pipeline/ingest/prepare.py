@@ -114,11 +114,19 @@ class Preparation:
 
 
 class ValidMask:
-    """Array-like over the image's spatial axes: ``mask[region]`` is True where every band is valid."""
+    """Array-like over the image's spatial axes: ``mask[region]`` is True where every band is valid.
 
-    def __init__(self, image: StoredImage, preparation: Preparation) -> None:
+    ``recorded``: the same mask, stored when the input was read in place
+    (``pipeline.ingest.in_place``), read instead of decoding the input's bands again for
+    every output that needs it.
+    """
+
+    def __init__(
+        self, image: StoredImage, preparation: Preparation, recorded: MaskLike | None = None
+    ) -> None:
         self.image = image
         self.preparation = preparation
+        self.recorded = recorded
         self.shape = tuple(image.shape[1:])
 
     @property
@@ -130,4 +138,6 @@ class ValidMask:
         region = region if isinstance(region, tuple) else (region,)
         if self.everywhere:
             return np.ones(np.broadcast_to(np.True_, self.shape)[region].shape, dtype=bool)
+        if self.recorded is not None:
+            return np.asarray(self.recorded[region], dtype=bool)
         return ~self.preparation.invalid(np.asarray(self.image[(slice(None), *region)]))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.engine.postprocess import postprocess_labels
-from pipeline.ingest.in_place import open_image
+from pipeline.ingest.in_place import open_image, recorded_validity
 from pipeline.ingest.prepare import Preparation, ValidMask
 from pipeline.ingest.store import open_array
 from pipeline.progress import StageProgress
@@ -49,13 +49,14 @@ def finish_run(
         to_source_grid(open_array(layout.model_probabilities), card, labels, probabilities)
     prepare = Preparation.from_attrs(image.attrs["preparation"])
     attrs = dict(image.attrs)
-    labels = postprocess_labels(labels, ValidMask(image, prepare), attrs, card, layout.postprocessed)
+    valid = ValidMask(image, prepare, recorded_validity(image))
+    labels = postprocess_labels(labels, valid, attrs, card, layout.postprocessed)
     paths = paths or plan.output_paths()
     job = WriteJob(
         attrs,
         card,
         labels,
-        ValidMask(image, prepare),
+        valid,
         probabilities,
         plan.polygon_options(),
         _seg_source(layout, paths.labels),

@@ -60,6 +60,11 @@ class WorkdirLayout:
         return self.path / "image.json"
 
     @property
+    def validity(self) -> Path:
+        """With ``image_record``, when a band can be invalid: where every band is valid."""
+        return self.path / "validity.zarr"
+
+    @property
     def labels(self) -> Path:
         return self.path / "labels.zarr"
 

@@ -206,7 +206,8 @@ def prepare_run(
         image = open_image(layout.image, layout.image_record)
     elif reads_in_place(source, workdir_path) and not inference.copy_input:
         log.info("reading %s in place", ", ".join(map(shown, inputs)))
-        image = read_in_place(source, bands, card.inputs.normalization, layout.image_record, progress)
+        normalization = card.inputs.normalization
+        image = read_in_place(source, bands, normalization, layout.image_record, layout.validity, progress)
         workdir.finish("ingest")
     else:
         log.info("ingesting %s into %s", ", ".join(map(shown, inputs)), shown(workdir_path))

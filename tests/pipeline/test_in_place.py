@@ -3,6 +3,7 @@ the zarr copy, any window and stride read exactly, and a file changed after plan
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from pipeline.errors import InputError, NotFoundError
 from pipeline.ingest.in_place import InPlaceImage, read_in_place
 from pipeline.ingest.to_zarr import ingest
 from pipeline.run.execute import run_rows
+from pipeline.run.finish import finish_run
 from pipeline.run.layout import WorkdirLayout
 from pipeline.run.plan import prepare_run, reads_in_place
 from pipeline.run.segment import segment
-from pipeline.sources.geotiff import open_raster
+from pipeline.sources.geotiff import WindowReader, open_raster
 from tests.helpers import run_spec, threshold_card, write_geotiff
 from unet.card import NoNormalization, PercentileNormalization, load_card
 
@@ -62,7 +64,7 @@ def test_windows_and_strides_read_what_the_files_hold(tmp_path: Path) -> None:
     paths, first, second = _two_files(tmp_path)
     source = open_raster(paths)
     bands = [3, 0, 2]  # b4 (float file), b1, b3: channels from two files, out of order
-    image = read_in_place(source, bands, NoNormalization(), tmp_path / "image.json")
+    image = read_in_place(source, bands, NoNormalization(), tmp_path / "image.json", tmp_path / "v.zarr")
     expected = np.stack([second[0], first[0], first[2]]).astype(np.float32)
     assert image.shape == expected.shape
     assert image.dtype == np.float32
@@ -117,7 +119,7 @@ def test_input_statistics_are_the_same_read_in_place(tmp_path: Path) -> None:
     source = open_raster(paths)
     spec = PercentileNormalization(kind="percentile", low=2, high=98)
     copied = ingest(source, [0, 3], spec, tmp_path / "image.zarr")
-    in_place = read_in_place(source, [0, 3], spec, tmp_path / "image.json")
+    in_place = read_in_place(source, [0, 3], spec, tmp_path / "image.json", tmp_path / "v.zarr")
     assert in_place.attrs["preparation"] == copied.attrs["preparation"]
     assert InPlaceImage.load(tmp_path / "image.json").attrs == in_place.attrs
 
@@ -125,5 +127,30 @@ def test_input_statistics_are_the_same_read_in_place(tmp_path: Path) -> None:
 def test_an_input_with_no_valid_pixel_is_refused_before_it_is_recorded(tmp_path: Path) -> None:
     scene = write_geotiff(tmp_path / "empty.tif", np.zeros((1, 30, 30), np.uint16), nodata=0)
     with pytest.raises(InputError, match=r"empty\.tif: every pixel is nodata"):
-        read_in_place(open_raster([scene]), [0], NoNormalization(), tmp_path / "image.json")
+        read_in_place(
+            open_raster([scene]), [0], NoNormalization(), tmp_path / "image.json", tmp_path / "v.zarr"
+        )
     assert not (tmp_path / "image.json").exists()
+
+
+def test_the_outputs_read_the_recorded_validity_not_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, first, _ = _two_files(tmp_path)
+    card = load_card(threshold_card(tmp_path, 500, channels=["b1", "b4"]))
+    outputs = dict(probabilities=tmp_path / "p.tif", stats=tmp_path / "s.json")
+    spec = run_spec(paths, card, tmp_path / "m.tif", device="cpu", workdir=tmp_path / "w", **outputs)
+    workdir = prepare_run(spec, card)
+    validity = np.asarray(InPlaceImage.load(WorkdirLayout(workdir).image_record).validity[...])  # type: ignore[index]
+    assert np.array_equal(validity, first[0] != 0)
+    run_rows(workdir)
+
+    def no_reads(*args: object) -> None:
+        raise AssertionError("an output decoded the input again")
+
+    monkeypatch.setattr(WindowReader, "__getitem__", no_reads)
+    finish_run(workdir)
+    with rasterio.open(tmp_path / "m.tif") as out:
+        labels = out.read(1)
+    assert np.array_equal(labels == 255, first[0] == 0)
+    assert json.loads((tmp_path / "s.json").read_text())["invalid"]["pixels"] == int((first[0] == 0).sum())
