@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from pipeline.sources.image import SourceImage
 from unet.card import NormalizationSteps
 
 RECORD_VERSION = 1
-BAND_ROWS = 512  # a strided read decodes this many rows at a time
+READ_BYTES = 64 << 20  # a strided read (a preview) decodes at most this much at a time
 
 
 def file_stamp(path: Path) -> dict[str, int]:
@@ -104,16 +105,17 @@ class InPlaceImage:
         if rows.step == 1 and cols.step == 1:
             self._read(channels, rows, cols, out)
             return out
-        # strided (a preview): bands of whole rows, a multiple of the step, thinned as they come
-        band = rows.step * max(1, BAND_ROWS // rows.step)
+        # strided (a preview): windows of whole rows within READ_BYTES, thinned as they come
         window_cols = range(cols.start, cols[-1] + 1)
-        for first in range(rows.start, rows[-1] + 1, band):
-            window_rows = range(first, min(first + band, rows[-1] + 1))
+        row_bytes = len(channels) * len(window_cols) * self.dtype.itemsize
+        span = max(1, READ_BYTES // row_bytes)  # rows one read may decode
+        per_read = (span - 1) // rows.step + 1  # selected rows whose window fits in the span
+        for at in range(0, len(rows), per_read):
+            chosen = rows[at : at + per_read]
+            window_rows = range(chosen[0], chosen[-1] + 1)
             block = np.empty((len(channels), len(window_rows), len(window_cols)), dtype=self.dtype)
             self._read(channels, window_rows, window_cols, block)
-            at = (first - rows.start) // rows.step
-            thinned = block[:, :: rows.step, :: cols.step]
-            out[:, at : at + thinned.shape[1]] = thinned
+            out[:, at : at + len(chosen)] = block[:, :: rows.step, :: cols.step]
         return out
 
     def _read(self, channels: range, rows: range, cols: range, out: np.ndarray) -> None:
@@ -163,6 +165,8 @@ def read_in_place(
     """
     if source.band_files is None:
         raise ValueError("the source's bands are not all stored as read: it cannot be read in place")
+    files = [source.band_files[i] for i in bands]
+    stamps = {str(file.resolve()): file_stamp(file) for file, _ in files}  # before any read
     data = source.data[bands]
     draft = preparation(source, bands, normalization)
     name = str(source.paths[0])
@@ -171,8 +175,9 @@ def read_in_place(
         _store_validity(data, draft, validity, name, progress)
         recorded = validity.name
     attrs = {**image_attributes(source, bands), "preparation": resolved_preparation(data, draft, name)}
-    files = [source.band_files[i] for i in bands]
-    stamps = {str(file.resolve()): file_stamp(file) for file, _ in files}
+    for file, stamp in stamps.items():
+        if file_stamp(Path(file)) != stamp:
+            raise InputError(f"{file}: changed while it was read; run again once nothing writes to it")
     content = {
         "version": RECORD_VERSION,
         "bands": [[str(file.resolve()), index] for file, index in files],
@@ -199,7 +204,7 @@ def _store_validity(
     """
     invalid: Callable[[np.ndarray], np.ndarray] = draft.invalid
     if progress is not None:
-        progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
+        progress.stage("ingest", math.prod(data.numblocks[1:]), "blocks")  # one call per spatial block
         invalid = _counted(draft.invalid, Counter(progress))
     spatial = tuple(int(n) for n in data.shape[1:])
     chunks = spatial_chunks(spatial)
@@ -223,6 +228,13 @@ def _counted(
         return result
 
     return counted
+
+
+def forget(record: Path, validity: Path) -> None:
+    """Remove an in-place record and its validity (the run takes a copy instead)."""
+    record.unlink(missing_ok=True)
+    if validity.is_dir():
+        shutil.rmtree(validity)
 
 
 def recorded_validity(image: StoredImage) -> ZArray | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARKER = ".segpipe-workdir"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: a local raster read in place (image.json, validity.zarr)
 
 
 @dataclass(frozen=True)

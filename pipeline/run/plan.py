@@ -26,7 +26,7 @@ from pipeline.engine.labels import stored_label_dtype
 from pipeline.engine.postprocess import check_postprocess
 from pipeline.errors import InputError, UsageError
 from pipeline.grids.resample import model_shape
-from pipeline.ingest.in_place import open_image, read_in_place
+from pipeline.ingest.in_place import forget, open_image, read_in_place
 from pipeline.ingest.prepare import Preparation, StoredImage
 from pipeline.ingest.store import create_array, open_array, spatial_chunks
 from pipeline.ingest.to_zarr import ingest
@@ -201,7 +201,8 @@ def prepare_run(
     if seg_source is not None:
         seg_source.save(layout.seg_source)  # finishing must not read the source again
     image: StoredImage
-    if workdir.finished("ingest"):
+    recopy = inference.copy_input and layout.image_record.exists()  # read in place until now
+    if workdir.finished("ingest") and not recopy:
         log.info("resuming: ingest already finished in %s", shown(workdir_path))
         image = open_image(layout.image, layout.image_record)
     elif reads_in_place(source, workdir_path) and not inference.copy_input:
@@ -210,6 +211,7 @@ def prepare_run(
         image = read_in_place(source, bands, normalization, layout.image_record, layout.validity, progress)
         workdir.finish("ingest")
     else:
+        forget(layout.image_record, layout.validity)  # --copy-input where the input was read in place
         log.info("ingesting %s into %s", ", ".join(map(shown, inputs)), shown(workdir_path))
         image = ingest(source, bands, card.inputs.normalization, layout.image, progress)
         workdir.finish("ingest")

@@ -32,6 +32,7 @@ from pipeline.storage import S3Config, is_url, shown
 
 GDAL_CACHE_MB = 64
 CHUNK_TARGET = 1024
+IN_PLACE_BLOCK_ROWS = 1024
 
 
 # GDAL's own switches for local inputs: /vsicurl/ and every cloud filesystem built on it
@@ -189,6 +190,15 @@ class WindowReader:
                     return np.asarray(vrt.read(bands, window=window))
 
 
+def _readable_in_place(info: dict[str, Any]) -> bool:
+    """Whether a file may be read where it lies, window by window (``pipeline.ingest.in_place``):
+    a GeoTIFF, which holds its pixels itself (a VRT reads other files, whose changes its
+    stamps would not see, and may resolve them against the reader's working folder), in
+    blocks of at most ``IN_PLACE_BLOCK_ROWS`` rows (a compressed strip of the whole image
+    would be decoded again for every window)."""
+    return bool(info["driver"] == "GTiff" and info["blocks"][0] <= IN_PLACE_BLOCK_ROWS)
+
+
 def _chunk_edge(block: int, size: int) -> int:
     """A chunk edge that is a multiple of the file's block size, about ``CHUNK_TARGET``."""
     return min(size, max(block, CHUNK_TARGET // block * block))
@@ -238,6 +248,7 @@ def open_bands(
                 "scales": src.scales,
                 "offsets": src.offsets,
                 "blocks": src.block_shapes[0],
+                "driver": src.driver,
                 "tags": dict(src.tags()),
             }
     reference = _reference_grid(grids, resolution_m)
@@ -294,6 +305,7 @@ def open_bands(
         nodata_values.append(None if nodata is None or math.isnan(nodata) else float(nodata))
         declared.append(ref.scale is not None or ref.offset is not None or scale != 1 or offset != 0)
     resampled = any(warp is not None for warp in warps)
+    in_place = not remote and not resampled and all(_readable_in_place(meta[path]) for path in paths)
     attrs = {
         "crs": reference.crs,
         "transform": list(reference.transform),
@@ -314,7 +326,7 @@ def open_bands(
         declared=declared,
         attrs=attrs,
         common_names=[ref.common_name for ref in refs],
-        band_files=None if remote or resampled else [(ref.path, ref.index) for ref in refs],
+        band_files=[(ref.path, ref.index) for ref in refs] if in_place else None,
     )
 
 

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from affine import Affine
 
+import pipeline.ingest.in_place
 from pipeline.errors import InputError, NotFoundError
 from pipeline.ingest.in_place import InPlaceImage, read_in_place
 from pipeline.ingest.to_zarr import ingest
@@ -60,7 +62,11 @@ def test_a_local_scene_is_read_in_place_to_the_bytes_of_its_copy(tmp_path: Path)
     assert np.array_equal(labels[valid], (first[2][valid] > 500).astype(np.uint8))
 
 
-def test_windows_and_strides_read_what_the_files_hold(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_bytes", [64 << 20, 3000], ids=["one-read", "row-by-row"])
+def test_windows_and_strides_read_what_the_files_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_bytes: int
+) -> None:
+    monkeypatch.setattr(pipeline.ingest.in_place, "READ_BYTES", read_bytes)
     paths, first, second = _two_files(tmp_path)
     source = open_raster(paths)
     bands = [3, 0, 2]  # b4 (float file), b1, b3: channels from two files, out of order
@@ -108,6 +114,14 @@ def test_resampled_bands_and_bucket_workdirs_are_copied(tmp_path: Path) -> None:
     with rasterio.open(coarse, "w", **profile) as dst:
         dst.write(np.ones((1, 20, 20), np.uint16))
     assert open_raster([fine, coarse]).band_files is None
+    vrt = tmp_path / "fine.vrt"  # reads another file, whose changes the stamps would not see
+    rasterio.shutil.copy(fine, vrt, driver="VRT")
+    assert open_raster([vrt]).band_files is None
+    strip = write_geotiff(tmp_path / "strip.tif", np.ones((1, 1100, 30), np.uint16), tiled=False)
+    striped = tmp_path / "one-strip.tif"  # one deflate strip of 1100 rows: decoded for every window
+    rasterio.shutil.copy(strip, striped, driver="GTiff", COMPRESS="DEFLATE", BLOCKYSIZE=1100)
+    assert open_raster([striped]).band_files is None
+    assert open_raster([strip]).band_files is not None
     local = open_raster([fine])
     assert local.band_files == [(fine, 1)]
     assert reads_in_place(local, tmp_path / "work")
@@ -154,3 +168,55 @@ def test_the_outputs_read_the_recorded_validity_not_the_files(
         labels = out.read(1)
     assert np.array_equal(labels == 255, first[0] == 0)
     assert json.loads((tmp_path / "s.json").read_text())["invalid"]["pixels"] == int((first[0] == 0).sum())
+
+
+def test_a_file_changed_while_it_is_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths, _, _ = _two_files(tmp_path)
+    read = pipeline.ingest.in_place._store_validity
+
+    def read_while_written(*args: Any) -> None:
+        read(*args)
+        os.utime(paths[0], ns=(1, 1))  # another program writes to the file meanwhile
+
+    monkeypatch.setattr(pipeline.ingest.in_place, "_store_validity", read_while_written)
+    with pytest.raises(InputError, match=r"a\.tif: changed while it was read"):
+        read_in_place(
+            open_raster(paths), [0], NoNormalization(), tmp_path / "image.json", tmp_path / "v.zarr"
+        )
+    assert not (tmp_path / "image.json").exists()
+
+
+def test_copy_input_on_a_resumed_run_read_in_place_takes_the_copy(tmp_path: Path) -> None:
+    paths, _, _ = _two_files(tmp_path)
+    card = load_card(threshold_card(tmp_path, 500, channels=["b1", "b4"]))
+    options = dict(device="cpu", workdir=tmp_path / "w")
+    workdir = prepare_run(run_spec(paths, card, tmp_path / "m.tif", **options), card)
+    layout = WorkdirLayout(workdir)
+    run_rows(workdir, rows=(0, 256))
+    assert layout.image_record.is_file()
+    assert layout.validity.is_dir()
+    segment(run_spec(paths, card, tmp_path / "m.tif", copy_input=True, **options), card)
+    assert layout.image.is_dir()
+    assert not layout.image_record.exists()
+    assert not layout.validity.exists()
+    segment(run_spec(paths, card, tmp_path / "whole.tif", device="cpu"), card)
+    assert (tmp_path / "m.tif").read_bytes() == (tmp_path / "whole.tif").read_bytes()
+
+
+def test_progress_counts_the_validity_pass_over_several_files(tmp_path: Path) -> None:
+    paths, _, _ = _two_files(tmp_path)
+    stages: list[tuple[str, int]] = []
+    advanced: list[int] = []
+
+    class Recorder:
+        def stage(self, name: str, total: int, unit: str) -> None:
+            stages.append((name, total))
+            advanced.append(0)
+
+        def advance(self, n: int = 1) -> None:
+            advanced[-1] += n
+
+    source = open_raster(paths)
+    read_in_place(source, [0, 3], NoNormalization(), tmp_path / "i.json", tmp_path / "v.zarr", Recorder())
+    assert [name for name, _ in stages] == ["ingest"]
+    assert advanced == [stages[0][1]]
