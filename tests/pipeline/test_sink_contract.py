@@ -27,6 +27,7 @@ import shapely
 from pyproj import CRS
 
 from pipeline.errors import UsageError
+from pipeline.ingest.prepare import Preparation, ValidMask
 from pipeline.sinks.checks import check_outputs
 from pipeline.sinks.dicom_seg import SegSource, collect_seg_source
 from pipeline.sinks.registry import SINKS, Role, Sink, Target, WriteJob, register, sink_for
@@ -37,7 +38,7 @@ from pipeline.sources.image import SourceImage
 from pipeline.sources.nifti import open_nifti
 from tests.helpers import oblique_affine, threshold_card, write_geotiff, write_nifti, zarr_array
 from tests.pipeline.test_dicom import oblique, write_series
-from unet.card import ModelCard, load_card
+from unet.card import ModelCard, NoNormalization, load_card
 
 SUFFIX: dict[Role, str] = {"labels": "", "probabilities": "", "polygons": ".gpkg", "stats": ".json"}
 
@@ -66,7 +67,11 @@ class Case:
         }
 
     def job(self) -> WriteJob:
-        valid = None if self.valid is None else zarr_array(self.valid, self.chunks)
+        valid = None
+        if self.valid is not None:  # as a run that read its input in place records it
+            image = zarr_array(np.zeros((1, *self.valid.shape), np.float32), (1, *self.chunks))
+            floats = Preparation((1.0,), (0.0,), (None,), (False,), NoNormalization())
+            valid = ValidMask(image, floats, recorded=zarr_array(self.valid, self.chunks))
         labels = zarr_array(self.labels, self.chunks)
         probabilities = zarr_array(self.probabilities, (1, *self.chunks))
         return WriteJob(self.image_attrs, self.card, labels, valid, probabilities, seg_source=self.seg_source)
