@@ -19,7 +19,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,13 @@ from pipeline.ingest.prepare import Preparation, StoredImage
 from pipeline.ingest.store import ZArray, create_array, open_array, spatial_chunks
 from pipeline.ingest.to_zarr import (
     INGEST_WORKERS,
-    STORE_BLOCK,
     THREADS,
+    CountedTarget,
+    check_some_valid,
     image_attributes,
     preparation,
     resolved_preparation,
+    store_blocks,
 )
 from pipeline.progress import Counter, StageProgress
 from pipeline.sources.geotiff import WindowReader
@@ -70,7 +72,6 @@ class InPlaceImage:
         self.dtype = np.dtype(record["dtype"])
         geometry = self.attrs["geometry"]
         self.shape = (len(record["bands"]), int(geometry["height"]), int(geometry["width"]))
-        self.ndim = 3
         grid = Grid(geometry["crs"], tuple(geometry["transform"]), self.shape[2], self.shape[1])
         files: dict[str, list[int]] = {}
         for channel, (path, _) in enumerate(record["bands"]):
@@ -86,15 +87,11 @@ class InPlaceImage:
         record = json.loads(path.read_text())
         if record.get("version") != RECORD_VERSION:
             raise InputError(f"{path}: image record version {record.get('version')} is not supported")
-        for name, stamp in record["files"].items():
-            file = Path(name)
-            if not file.is_file():
-                raise NotFoundError(f"{file}: the input this run reads in place is gone")
-            if file_stamp(file) != stamp:
-                raise InputError(
-                    f"{file}: changed (size or modification time) since this run was planned; "
-                    "rerun to start over on the new file"
-                )
+        _check_unchanged(
+            record["files"],
+            "changed (size or modification time) since this run was planned; "
+            "rerun to start over on the new file",
+        )
         return cls(record, path.parent)
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -128,6 +125,17 @@ class InPlaceImage:
             for position, channel in enumerate(file_channels):
                 if channel in channels:
                     out[channels.index(channel)] = block[position]
+
+
+def _check_unchanged(stamps: Mapping[str, Mapping[str, int]], changed: str) -> None:
+    """Refuse a file of ``stamps`` that is gone (``NotFoundError``) or whose stamp differs
+    (``InputError``: the file, then ``changed``)."""
+    for name, stamp in stamps.items():
+        file = Path(name)
+        if not file.is_file():
+            raise NotFoundError(f"{file}: the input this run reads in place is gone")
+        if file_stamp(file) != stamp:
+            raise InputError(f"{file}: {changed}")
 
 
 def _ranges(key: Any, shape: tuple[int, int, int]) -> tuple[range, range, range]:
@@ -175,9 +183,7 @@ def read_in_place(
         _store_validity(data, draft, validity, name, progress)
         recorded = validity.name
     attrs = {**image_attributes(source, bands), "preparation": resolved_preparation(data, draft, name)}
-    for file, stamp in stamps.items():
-        if file_stamp(Path(file)) != stamp:
-            raise InputError(f"{file}: changed while it was read; run again once nothing writes to it")
+    _check_unchanged(stamps, "changed while it was read; run again once nothing writes to it")
     content = {
         "version": RECORD_VERSION,
         "bands": [[str(file.resolve()), index] for file, index in files],
@@ -202,32 +208,19 @@ def _store_validity(
     would decode the input's bands again (labels and statistics of a 4 x 6000^2 scene with
     a nodata value: 6.1 s in place without it, 4.3 s from a copy).
     """
-    invalid: Callable[[np.ndarray], np.ndarray] = draft.invalid
-    if progress is not None:
-        progress.stage("ingest", math.prod(data.numblocks[1:]), "blocks")  # one call per spatial block
-        invalid = _counted(draft.invalid, Counter(progress))
     spatial = tuple(int(n) for n in data.shape[1:])
     chunks = spatial_chunks(spatial)
-    # dask blocks of whole zarr chunks, so no two blocks write the same chunk
-    blocks = tuple(min(n, c * max(1, STORE_BLOCK // c)) for n, c in zip(spatial, chunks, strict=True))
-    valid = (~da.map_blocks(invalid, data, drop_axis=0, dtype=bool)).rechunk(blocks, method="tasks")
-    target = create_array(path, spatial, bool, chunks, fill_value=False)
+    valid = ~da.map_blocks(draft.invalid, data, drop_axis=0, dtype=bool)
+    valid = valid.rechunk(store_blocks(spatial, chunks), method="tasks")
+    mask = create_array(path, spatial, bool, chunks, fill_value=False)
+    target: ZArray | CountedTarget = mask
+    if progress is not None:
+        progress.stage("ingest", math.prod(valid.numblocks), "blocks")
+        target = CountedTarget(mask, Counter(progress))
     with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
         stored = da.store(valid, target, lock=False, compute=False)  # type: ignore[arg-type]
         _, count = compute(stored, valid.sum())
-    if count == 0:
-        raise InputError(f"{name}: every pixel is nodata, NaN or inf; nothing to segment")
-
-
-def _counted(
-    function: Callable[[np.ndarray], np.ndarray], done: Callable[[], None]
-) -> Callable[[np.ndarray], np.ndarray]:
-    def counted(block: np.ndarray) -> np.ndarray:
-        result = function(block)
-        done()
-        return result
-
-    return counted
+    check_some_valid(count, name)
 
 
 def forget(record: Path, validity: Path) -> None:

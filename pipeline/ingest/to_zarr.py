@@ -47,7 +47,7 @@ def preparation(source: SourceImage, bands: list[int], normalization: Normalizat
     )
 
 
-class _Counted:
+class CountedTarget:
     """A store target that counts the blocks written into it (dask calls ``target[region] = block``)."""
 
     def __init__(self, target: ZArray, written: Callable[[], None]) -> None:
@@ -76,25 +76,35 @@ def ingest(
     """
     spatial = source.spatial_shape
     chunks = input_chunks(spatial)
-    # Dask blocks span whole zarr chunks (STORE_BLOCK per axis, a multiple of the chunk edge):
-    # one store call writes many chunks at once, and no two blocks share a chunk.
-    blocks = tuple(min(n, max(c, STORE_BLOCK // c * c)) for n, c in zip(spatial, chunks, strict=True))
+    blocks = store_blocks(spatial, chunks)
     # method="tasks": the default asks for a distributed client, importing distributed (3 s)
     data = source.data[bands].rechunk((len(bands), *blocks), method="tasks")
     image = create_array(path, data.shape, data.dtype, (len(bands), *chunks), image_attributes(source, bands))
     draft = preparation(source, bands, normalization)
-    target: ZArray | _Counted = image
+    target: ZArray | CountedTarget = image
     if progress is not None:
         progress.stage("ingest", math.prod(len(c) for c in data.chunks), "blocks")
-        target = _Counted(image, Counter(progress))
+        target = CountedTarget(image, Counter(progress))
     with dask.config.set(scheduler=THREADS, num_workers=INGEST_WORKERS):
         stored = da.store(data, target, lock=False, compute=False)  # type: ignore[arg-type]
         valid_count = (~da.map_blocks(draft.invalid, data, drop_axis=0, dtype=bool)).sum()
         _, valid_pixels = compute(stored, valid_count)  # one pass over the input for both
-    if valid_pixels == 0:
-        raise InputError(f"{source.paths[0]}: every pixel is nodata, NaN or inf; nothing to segment")
+    check_some_valid(valid_pixels, str(source.paths[0]))
     image.attrs["preparation"] = resolved_preparation(da.from_zarr(image), draft, str(source.paths[0]))
     return image
+
+
+def store_blocks(spatial: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Dask blocks for storing into a zarr array of ``chunks``: whole chunks (about
+    ``STORE_BLOCK`` per axis, a multiple of the chunk edge), so one store call writes many
+    chunks at once and no two blocks share a chunk."""
+    return tuple(min(n, max(c, STORE_BLOCK // c * c)) for n, c in zip(spatial, chunks, strict=True))
+
+
+def check_some_valid(valid_pixels: int, name: str) -> None:
+    """Refuse an input in which no pixel is valid: there is nothing to segment."""
+    if valid_pixels == 0:
+        raise InputError(f"{name}: every pixel is nodata, NaN or inf; nothing to segment")
 
 
 def image_attributes(source: SourceImage, bands: list[int]) -> dict[str, Any]:
